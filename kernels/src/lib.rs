@@ -1,0 +1,9 @@
+//! lckv-kernels: the numeric core of lckv and the only home of SIMD.
+//!
+//! `formats` defines every block layout once; `quant` and `dot` are the scalar reference
+//! kernels; `arch/` holds the per-ISA versions that are tested against them; `dispatch` picks
+//! one path at start-up. Kernels know nothing about models: they see slices and sizes.
+
+pub mod formats;
+
+pub use formats::GgmlType;

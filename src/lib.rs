@@ -1,0 +1,15 @@
+//! lckv: an edge inference runtime for small language models with a layer-condensed KV cache.
+//!
+//! Data flow: GGUF file (mmap) -> `gguf` -> `model` (config, KV plan, weights, forward per
+//! architecture) -> `memory` (plan, arena, condensed KV cache) -> `session` (prefill/decode) ->
+//! `sampler` -> `tokenizer` (streaming detokenization).
+
+pub mod chat;
+pub mod error;
+pub mod gguf;
+pub mod memory;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! The `lckv` command line.
+
+fn main() {
+    println!("lckv");
+}
