@@ -2,14 +2,17 @@
 //!
 //! Data flow: GGUF file (mmap) -> `gguf` -> `model` (config, KV plan, weights, forward per
 //! architecture) -> `memory` (plan, arena, condensed KV cache) -> `session` (prefill/decode) ->
-//! `sampler` -> `tokenizer` (streaming detokenization).
+//! `sampler` -> `tokenizer` (streaming detokenization). `generate` is the loop over them.
 
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod memory;
 pub mod model;
+pub mod npy;
 pub mod sampler;
+pub mod session;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,5 +1,41 @@
-//! The `lckv` command line.
+//! The `lckv` command line: run, chat, inspect, logits and perplexity on GGUF models.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lckv", version, about = "Edge inference for small language models with a layer-condensed KV cache")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it.
+    Run(cli::run::RunArgs),
+    /// Chat interactively using the model's chat template.
+    Chat(cli::chat::ChatArgs),
+    /// Show a GGUF file's metadata, tensors, KV plan and memory plan.
+    Inspect(cli::inspect::InspectArgs),
+    /// Write the logits of every position to a .npy file.
+    Logits(cli::logits::LogitsArgs),
+    /// Perplexity of a text file (llama-perplexity's method).
+    Perplexity(cli::perplexity::PerplexityArgs),
+}
 
 fn main() {
-    println!("lckv");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cli::run::main(a),
+        Command::Chat(a) => cli::chat::main(a),
+        Command::Inspect(a) => cli::inspect::main(a),
+        Command::Logits(a) => cli::logits::main(a),
+        Command::Perplexity(a) => cli::perplexity::main(a),
+    };
+    if let Err(e) = result {
+        eprintln!("lckv: error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -1,1 +1,175 @@
+//! The `lckv` command line: argument groups shared by the subcommands, and model/session
+//! set-up from them. Each subcommand lives in its own file.
 
+pub mod chat;
+pub mod inspect;
+pub mod logits;
+pub mod perplexity;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use lckv::memory::kv_cache::parse_kv_type;
+use lckv::memory::plan::{human, longest_context, parse_size, MemoryPlan};
+use lckv::model::forward::ForwardDims;
+use lckv::model::{LoadOptions, Model};
+use lckv::sampler::SamplerConfig;
+use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::{Error, Result};
+
+/// Options for loading a model and sizing its session.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Context length in tokens, or `auto` (the longest that fits --mem-budget).
+    #[arg(short = 'c', long = "ctx-size", default_value = "2048")]
+    pub ctx: String,
+    /// Tokens processed per forward call during prompt processing.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 256)]
+    pub batch: usize,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Override the KV plan: standard, cla2, lckv-w2, lckv-wN, sandwich-middle, yoco, or a
+    /// layer_types string such as 0_2_2_3.
+    #[arg(long = "kv-plan")]
+    pub kv_plan: Option<String>,
+    /// KV cache element type: f16, q8_0 or f32.
+    #[arg(long = "kv-type", default_value = "f16")]
+    pub kv_type: String,
+    /// Prompt processing for condensed plans: auto, sequential (exact) or iterative (as trained).
+    #[arg(long = "prefill", default_value = "auto")]
+    pub prefill: String,
+    /// Early exit of iterative prefill once producers' K/V change less than this.
+    #[arg(long = "early-exit")]
+    pub early_exit: Option<f32>,
+    /// Memory budget for the whole process, e.g. 1.5G. Refuses to start if the plan exceeds it.
+    #[arg(long = "mem-budget")]
+    pub mem_budget: Option<String>,
+    /// Read the weights into memory instead of mapping the file.
+    #[arg(long = "no-mmap")]
+    pub no_mmap: bool,
+    /// Lock the weights in RAM.
+    #[arg(long = "mlock")]
+    pub mlock: bool,
+}
+
+/// Sampling options (llama.cpp's names and defaults).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 picks the most likely token.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    #[arg(long = "seed", default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> Result<SamplerConfig> {
+        let c = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        };
+        c.validate().map_err(Error::Usage)?;
+        Ok(c)
+    }
+}
+
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| Error::Usage(format!("cannot start {t} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Loads the model as the arguments say.
+pub fn open(args: &ModelArgs) -> Result<Model> {
+    init_threads(args.threads)?;
+    let n_ctx_hint = args.ctx.parse::<usize>().ok();
+    let model = Model::load(
+        &args.model,
+        &LoadOptions { no_mmap: args.no_mmap, mlock: args.mlock, kv_plan: args.kv_plan.clone(), n_ctx: n_ctx_hint },
+    )?;
+    Ok(model)
+}
+
+/// Builds a session (context, batch, KV type, budget) and prints the plan to stderr.
+pub fn session<'m>(args: &ModelArgs, model: &'m Model, logit_rows: usize, quiet: bool) -> Result<Session<'m>> {
+    let kern = lckv_kernels::select_from_env().map_err(Error::Usage)?;
+    let kv_type = parse_kv_type(&args.kv_type)?;
+    let prefill = PrefillChoice::parse(&args.prefill)?;
+    if let Some(t) = args.early_exit {
+        if !(t >= 0.0 && t.is_finite()) {
+            return Err(Error::Usage(format!("--early-exit {t}: the tolerance must be a non-negative number")));
+        }
+    }
+    let budget = args.mem_budget.as_deref().map(parse_size).transpose()?;
+    let max_ctx = model.cfg.n_ctx_train;
+    let mut dims = ForwardDims { n_batch: args.batch.max(1), n_ctx: 0, logit_rows, kv_type, early_exit: args.early_exit.is_some() };
+    let n_ctx = match args.ctx.as_str() {
+        "auto" => {
+            let b = budget.ok_or_else(|| Error::Usage("-c auto needs --mem-budget to know what fits".into()))?;
+            longest_context(model, &dims, b, max_ctx)?
+        }
+        s => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| Error::Usage(format!("-c {s}: the context must be a positive number of tokens or 'auto'")))?,
+    };
+    dims.n_ctx = n_ctx;
+    dims.n_batch = dims.n_batch.min(n_ctx);
+    let plan = MemoryPlan::new(model, &dims)?;
+    if let Some(b) = budget {
+        plan.check(b)?;
+    }
+    if !quiet {
+        let c = &model.cfg;
+        eprintln!(
+            "lckv: {} {} layers, {} embd, {} heads ({} kv), vocab {}; kernels: {}",
+            c.arch.name(),
+            c.n_layer,
+            c.n_embd,
+            c.n_head,
+            c.n_head_kv,
+            c.n_vocab,
+            kern.path()
+        );
+        eprintln!("lckv: KV plan {}", c.plan);
+        eprintln!("lckv: memory plan for {n_ctx} tokens{}:\n{plan}", budget.map(|b| format!(" (budget {})", human(b))).unwrap_or_default());
+    }
+    let mut s = Session::new(
+        model,
+        kern,
+        SessionOptions { n_ctx, n_batch: dims.n_batch, kv_type, prefill, early_exit: args.early_exit, logit_rows },
+    )?;
+    if !quiet && !model.cfg.plan.is_identity() && prefill == PrefillChoice::Auto {
+        eprintln!("lckv: prefill auto chose {:?}", s.prefill_strategy());
+    }
+    Ok(s)
+}

@@ -1,1 +1,99 @@
+//! A loaded model: the mapped GGUF file, its configuration (with the KV plan), and the weight
+//! store pointing into the file. The forward pass lives in `forward`, one file per
+//! architecture's differences in `arch/`.
 
+pub mod arch;
+pub mod config;
+pub mod forward;
+pub mod kv_plan;
+pub mod weights;
+
+use std::path::Path;
+
+use crate::gguf::{GgufFile, OpenOptions};
+use crate::tokenizer::{GgufVocab, Tokenizer};
+use crate::{Error, Result};
+use config::ModelConfig;
+use weights::Weights;
+
+/// How to open a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Read the file into memory instead of mapping it.
+    pub no_mmap: bool,
+    /// Lock the weights in RAM (mlock).
+    pub mlock: bool,
+    /// Override the file's KV plan (`--kv-plan`).
+    pub kv_plan: Option<String>,
+    /// The context the session will use (chooses Phi-3's long or short RoPE factors).
+    pub n_ctx: Option<usize>,
+}
+
+pub struct Model {
+    pub file: GgufFile,
+    pub cfg: ModelConfig,
+    pub weights: Weights,
+}
+
+impl Model {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        let file = GgufFile::open_with(path, &OpenOptions { mmap: !opts.no_mmap })
+            .map_err(|e| Error::Model(format!("cannot open {}: {e}", path.display())))?;
+        Model::from_file(file, opts)
+    }
+
+    pub fn from_file(file: GgufFile, opts: &LoadOptions) -> Result<Model> {
+        let mut cfg = ModelConfig::from_gguf(&file)?;
+        if let Some(spec) = &opts.kv_plan {
+            cfg.set_plan(spec)?;
+        }
+        let weights = Weights::load(&file, &cfg, opts.n_ctx.unwrap_or(cfg.n_ctx_train))?;
+        if opts.mlock {
+            file.lock()?;
+        }
+        Ok(Model { file, cfg, weights })
+    }
+
+    /// The tokenizer stored in the file.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Tokenizer::from_gguf_vocab(&gguf_vocab(&self.file)?)
+    }
+}
+
+/// Collects the `tokenizer.ggml.*` keys.
+pub fn gguf_vocab(g: &GgufFile) -> Result<GgufVocab> {
+    let tok = |k: &str| format!("tokenizer.ggml.{k}");
+    let model = g
+        .get_str(&tok("model"))?
+        .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.model is missing: the file has no vocabulary".into()))?
+        .to_string();
+    let tokens = g
+        .get_str_array(&tok("tokens"))?
+        .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.tokens is missing".into()))?;
+    let token_types = match g.get_array(&tok("token_type"))? {
+        Some(a) => Some(
+            a.iter()
+                .map(|v| v.as_i64().map(|x| x as i32))
+                .collect::<Option<Vec<i32>>>()
+                .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.token_type must hold integers".into()))?,
+        ),
+        None => None,
+    };
+    Ok(GgufVocab {
+        model,
+        pre: g.get_str(&tok("pre"))?.map(str::to_string),
+        tokens,
+        scores: g.get_f32_array(&tok("scores"))?,
+        token_types,
+        merges: g.get_str_array(&tok("merges"))?,
+        bos: g.get_u32(&tok("bos_token_id"))?,
+        eos: g.get_u32(&tok("eos_token_id"))?,
+        eot: g.get_u32(&tok("eot_token_id"))?,
+        eom: g.get_u32(&tok("eom_token_id"))?,
+        unk: g.get_u32(&tok("unknown_token_id"))?,
+        pad: g.get_u32(&tok("padding_token_id"))?,
+        add_bos: g.get_bool(&tok("add_bos_token"))?,
+        add_eos: g.get_bool(&tok("add_eos_token"))?,
+        add_space_prefix: g.get_bool(&tok("add_space_prefix"))?,
+    })
+}
