@@ -86,7 +86,7 @@ impl KvPlan {
     /// LCKV "sandwich" with 2 warm-up layers); `lckv-wN` (N/2 bottom and N/2 top warm-up layers,
     /// the rest read the highest layer below the top warm-ups); `sandwich-middle` (bottom and top
     /// layers own, all others read the middle layer); `yoco` (bottom half own sliding-window
-    /// caches, the top half reads the middle layer).
+    /// caches, the top half reads the first layer of the top half).
     pub fn from_spec(spec: &str, n_layer: usize, window: usize) -> Result<KvPlan, String> {
         let spec = spec.trim();
         if n_layer == 0 {
@@ -107,7 +107,8 @@ impl KvPlan {
                 if l < 3 {
                     return Err(format!("preset sandwich-middle needs at least 3 layers, the model has {l}"));
                 }
-                let mid = l / 2;
+                // The published sandwich-middle plan for 22 layers reads layer 10.
+                let mid = (l - 1) / 2;
                 let mut p = KvPlan::identity(l);
                 for s in p.sources.iter_mut().take(l - 1).skip(1) {
                     *s = mid;
@@ -122,7 +123,7 @@ impl KvPlan {
                 let half = l / 2;
                 let mut p = KvPlan::identity(l);
                 for i in half..l {
-                    p.sources[i] = half - 1;
+                    p.sources[i] = half;
                 }
                 for s in p.sliding.iter_mut().take(half) {
                     *s = window > 0;
@@ -239,8 +240,9 @@ impl KvPlan {
     /// range, possibly empty (then the attention output is zero).
     pub fn visible(&self, layer: usize, pos: usize) -> Range<usize> {
         let end = if self.masks_diagonal(layer) { pos } else { pos + 1 };
-        let start = if self.sliding[layer] { (pos + 1).saturating_sub(self.window) } else { 0 };
-        start.min(end)..end
+        // A sliding layer keeps the last `window` of the keys it would otherwise see.
+        let start = if self.sliding[layer] { end.saturating_sub(self.window) } else { 0 };
+        start..end
     }
 
     /// Splits the layers into maximal acyclic runs and cyclic groups. A cyclic group is the
@@ -320,9 +322,10 @@ mod tests {
     #[test]
     fn presets_have_expected_sources() {
         assert_eq!(KvPlan::from_spec("cla2", 5, 0).unwrap().sources, vec![0, 0, 2, 2, 4]);
-        assert_eq!(KvPlan::from_spec("sandwich-middle", 6, 0).unwrap().sources, vec![0, 3, 3, 3, 3, 5]);
+        assert_eq!(KvPlan::from_spec("sandwich-middle", 6, 0).unwrap().sources, vec![0, 2, 2, 2, 2, 5]);
+        assert_eq!(KvPlan::from_spec("lckv-w10", 22, 0).unwrap().layer_types(), "0_1_2_3_4_16_16_16_16_16_16_16_16_16_16_16_16_17_18_19_20_21");
         let y = KvPlan::from_spec("yoco", 6, 16).unwrap();
-        assert_eq!(y.sources, vec![0, 1, 2, 2, 2, 2]);
+        assert_eq!(y.sources, vec![0, 1, 2, 3, 3, 3]);
         assert_eq!(y.sliding, vec![true, true, true, false, false, false]);
         assert_eq!(KvPlan::from_spec("lckv-w4", 8, 0).unwrap().sources, vec![0, 1, 5, 5, 5, 5, 6, 7]);
         assert!(KvPlan::from_spec("standard", 4, 0).unwrap().is_identity());
@@ -331,8 +334,8 @@ mod tests {
     #[test]
     fn sandwich_middle_splits_into_cycle_and_tail() {
         let p = KvPlan::from_spec("sandwich-middle", 6, 0).unwrap();
-        // Layers 1 and 2 attend up to 3; layers 4 reads 3 below it.
-        assert_eq!(p.segments(), vec![Segment::Acyclic(0..1), Segment::Cyclic(1..4), Segment::Acyclic(4..6)]);
+        // Layer 1 attends up to 2; layers 3 and 4 read 2 below them.
+        assert_eq!(p.segments(), vec![Segment::Acyclic(0..1), Segment::Cyclic(1..3), Segment::Acyclic(3..6)]);
     }
 
     #[test]
@@ -347,7 +350,7 @@ mod tests {
         assert_eq!(p.visible(1, 0), 0..0); // nothing visible: zero output
         p.force_nodiag = true;
         assert_eq!(p.visible(0, 5), 0..5);
-        assert_eq!(p.visible(2, 5), 3..5);
+        assert_eq!(p.visible(2, 5), 2..5); // the window keeps 3 keys before the masked diagonal
     }
 
     #[test]
