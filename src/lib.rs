@@ -5,6 +5,7 @@
 //! `sampler` -> `tokenizer` (streaming detokenization). `generate` is the loop over them.
 
 pub mod chat;
+pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use lckv::chat::Message;
 use lckv::generate::{generate, GenerateOptions};
+use lckv::memory::prompt_cache;
 use lckv::sampler::Sampler;
 use lckv::Result;
 
@@ -30,6 +31,9 @@ pub struct RunArgs {
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long = "chat")]
     pub chat: bool,
+    /// Save the prompt's K/V here and reuse it on the next run with the same prompt prefix.
+    #[arg(long = "prompt-cache")]
+    pub prompt_cache: Option<std::path::PathBuf>,
     /// Print timing after the text.
     #[arg(long = "verbose", short = 'v')]
     pub verbose: bool,
@@ -47,14 +51,32 @@ pub fn main(a: RunArgs) -> Result<()> {
         (a.prompt.clone(), false)
     };
     let prompt = tok.encode(&text, true, parse_special)?;
+    if prompt.is_empty() {
+        return Err(lckv::Error::Usage("the prompt is empty: give some text with -p".into()));
+    }
+    let mut start = 0;
+    if let Some(pc) = &a.prompt_cache {
+        match prompt_cache::load(pc, &mut session) {
+            Ok(cached) => {
+                // Keep the shared prefix; the last prompt token is always run to get its logits.
+                start = cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+                session.set_n_past(start)?;
+                eprintln!("lckv: prompt cache restored {start} of {} prompt tokens", prompt.len());
+            }
+            Err(why) => eprintln!("lckv: {why}"),
+        }
+    }
     let mut sampler = Sampler::new(sampler_cfg, model.cfg.n_vocab);
+    for &t in &prompt[..start] {
+        sampler.accept(t);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let stats = generate(
         &mut session,
         &tok,
         &mut sampler,
-        &prompt,
+        &prompt[start..],
         GenerateOptions { max_tokens: a.n_predict, ignore_eos: a.ignore_eos },
         &mut |piece| {
             let _ = out.write_all(piece.as_bytes());
@@ -62,6 +84,12 @@ pub fn main(a: RunArgs) -> Result<()> {
         },
     )?;
     let _ = writeln!(out);
+    if let Some(pc) = &a.prompt_cache {
+        if start + 1 < prompt.len() {
+            let bytes = prompt_cache::save(pc, &mut session, &prompt)?;
+            eprintln!("lckv: saved {} prompt tokens to {} ({bytes} bytes)", prompt.len(), pc.display());
+        }
+    }
     eprintln!(
         "lckv: prompt {} tokens at {:.1} tok/s, generated {} tokens at {:.1} tok/s, stopped: {}",
         stats.prompt_tokens,

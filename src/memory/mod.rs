@@ -4,3 +4,4 @@
 pub mod arena;
 pub mod kv_cache;
 pub mod plan;
+pub mod prompt_cache;

@@ -1,0 +1,166 @@
+//! The prompt cache: the K/V of a prompt prefix (a kiosk's system prompt, say) saved to a file
+//! and restored on the next start, so the prefix is not processed again. Only producer layers
+//! are stored, so an LCKV plan's file is as small as its cache.
+//!
+//! File layout (little-endian): magic `LCKVPC01`, then a header of model identity (a hash of the
+//! GGUF's metadata and tensor table plus its size), the plan's `layer_types`, the KV type, the
+//! KV geometry and the token ids; then each producer layer's K and V rows for those positions;
+//! last a CRC-32 of everything before it. Any mismatch or damage is reported and the cache is
+//! rebuilt, never trusted. Written to a temporary file and renamed.
+
+use std::path::Path;
+
+use crate::model::Model;
+use crate::npy::write_atomic;
+use crate::session::Session;
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"LCKVPC01";
+
+/// A stable identity for a model file: its metadata, tensor table and size, hashed.
+pub fn model_identity(model: &Model) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let f = &model.file;
+    h.update(&f.file_size().to_le_bytes());
+    h.update(&f.as_bytes()[..(f.data_offset() as usize).min(f.as_bytes().len())]);
+    h.finalize()
+}
+
+struct Header {
+    identity: u32,
+    layer_types: String,
+    kv_type: u32,
+    n_kv_head: u32,
+    head_dim: u32,
+    tokens: Vec<u32>,
+}
+
+fn header_of(session: &mut Session, n: usize, tokens: &[u32]) -> Header {
+    let model = session.model();
+    let layout = *session.forward_mut().cache.layout();
+    Header {
+        identity: model_identity(model),
+        layer_types: model.cfg.plan.layer_types(),
+        kv_type: layout.ty.id(),
+        n_kv_head: layout.n_kv_head as u32,
+        head_dim: layout.head_dim as u32,
+        tokens: tokens[..n].to_vec(),
+    }
+}
+
+/// Saves the K/V of the first `tokens.len()` positions of `session` (they must be in its cache).
+pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize> {
+    let n = tokens.len();
+    if n == 0 || n > session.n_past() {
+        return Err(Error::Usage(format!("cannot save {n} tokens of a session holding {}", session.n_past())));
+    }
+    let h = header_of(session, n, tokens);
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    for v in [h.identity, h.layer_types.len() as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(h.layer_types.as_bytes());
+    for v in [h.kv_type, h.n_kv_head, h.head_dim, n as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for t in &h.tokens {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    let producers = session.model().cfg.plan.producers();
+    let cache = &session.forward_mut().cache;
+    let per = 2 * n * cache.layout().pos_bytes();
+    let mut buf = vec![0u8; per];
+    for &p in &producers {
+        cache.copy_out(p, 0..n, &mut buf);
+        out.extend_from_slice(&buf);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    write_atomic(path, &out)?;
+    Ok(out.len())
+}
+
+/// Why a prompt cache could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    Missing,
+    Damaged(String),
+    Mismatch(String),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Missing => write!(f, "no prompt cache yet"),
+            Rejected::Damaged(w) => write!(f, "prompt cache is damaged ({w}); rebuilding it"),
+            Rejected::Mismatch(w) => write!(f, "prompt cache is for {w}; rebuilding it"),
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Rejected> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| Rejected::Damaged("truncated".into()))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, Rejected> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+}
+
+/// Restores a saved prefix into `session` if the file matches its model, plan and KV type.
+/// Returns the restored tokens; the session then holds them as its first positions.
+pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>, Rejected> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
+        Err(e) => return Err(Rejected::Damaged(format!("cannot read it: {e}"))),
+    };
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
+        return Err(Rejected::Damaged("not an lckv prompt cache".into()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(Rejected::Damaged("checksum mismatch".into()));
+    }
+    let mut r = Reader { b: body, at: 8 };
+    let identity = r.u32()?;
+    let lt_len = r.u32()? as usize;
+    let layer_types = String::from_utf8(r.take(lt_len)?.to_vec()).map_err(|_| Rejected::Damaged("bad plan text".into()))?;
+    let (kv_type, n_kv_head, head_dim, n) = (r.u32()?, r.u32()?, r.u32()?, r.u32()? as usize);
+    let want = header_of(session, 0, &[]);
+    if identity != want.identity {
+        return Err(Rejected::Mismatch("another model file".into()));
+    }
+    if layer_types != want.layer_types {
+        return Err(Rejected::Mismatch(format!("KV plan {layer_types}, not {}", want.layer_types)));
+    }
+    if kv_type != want.kv_type || n_kv_head != want.n_kv_head || head_dim != want.head_dim {
+        return Err(Rejected::Mismatch("another KV cache type".into()));
+    }
+    if n == 0 || n > session.n_ctx() {
+        return Err(Rejected::Mismatch(format!("{n} tokens, more than the context of {}", session.n_ctx())));
+    }
+    let tokens: Vec<u32> = r.take(4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let producers = session.model().cfg.plan.producers();
+    let cache = &mut session.forward_mut().cache;
+    let per = 2 * n * cache.layout().pos_bytes();
+    if r.b.len() - r.at != per * producers.len() {
+        return Err(Rejected::Damaged("K/V section has the wrong size".into()));
+    }
+    for &p in &producers {
+        let data = r.take(per)?;
+        cache.copy_in(p, 0..n, data);
+    }
+    session.set_n_past(n).map_err(|e| Rejected::Mismatch(e.to_string()))?;
+    Ok(tokens)
+}
