@@ -1,4 +1,4 @@
-//! The `lckv` command line: run, chat, inspect, logits and perplexity on GGUF models.
+//! The `lckv` command line: run, chat, inspect, logits, perplexity, bench, convert, quantize.
 
 mod cli;
 
@@ -23,6 +23,12 @@ enum Command {
     Logits(cli::logits::LogitsArgs),
     /// Perplexity of a text file (llama-perplexity's method).
     Perplexity(cli::perplexity::PerplexityArgs),
+    /// Prompt and generation speed (llama-bench style).
+    Bench(cli::bench::BenchArgs),
+    /// Convert a Hugging Face checkpoint (llama, phi3, lckv-llama) to GGUF.
+    Convert(cli::convert::ConvertArgs),
+    /// Re-encode a GGUF's matrices at another type.
+    Quantize(cli::convert::QuantizeArgs),
 }
 
 fn main() {
@@ -33,6 +39,9 @@ fn main() {
         Command::Inspect(a) => cli::inspect::main(a),
         Command::Logits(a) => cli::logits::main(a),
         Command::Perplexity(a) => cli::perplexity::main(a),
+        Command::Bench(a) => cli::bench::main(a),
+        Command::Convert(a) => cli::convert::convert_main(a),
+        Command::Quantize(a) => cli::convert::quantize_main(a),
     };
     if let Err(e) = result {
         eprintln!("lckv: error: {e}");

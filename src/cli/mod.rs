@@ -1,7 +1,9 @@
 //! The `lckv` command line: argument groups shared by the subcommands, and model/session
 //! set-up from them. Each subcommand lives in its own file.
 
+pub mod bench;
 pub mod chat;
+pub mod convert;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;
