@@ -1,0 +1,123 @@
+//! Proves the token loop allocates nothing: a counting global allocator watches generation after
+//! the first token, for a standard and an LCKV model and each prefill strategy, including the
+//! sampler and the streaming detokenizer on the real SmolLM2 model.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use lckv::convert::{convert, ConvertOptions};
+use lckv::model::forward::Logits;
+use lckv::model::{LoadOptions, Model};
+use lckv::sampler::{Sampler, SamplerConfig};
+use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::tokenizer::StreamDecoder;
+use lckv_kernels::GgmlType;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Tests in this file run one at a time so the count is theirs alone.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let r = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (r, ALLOCS.load(Ordering::SeqCst))
+}
+
+fn fixture_model(plan: &str) -> Model {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lckv").join(plan);
+    let out = std::env::temp_dir().join(format!("lckv-alloc-{plan}-{}.gguf", std::process::id()));
+    convert(&dir, &out, &ConvertOptions { out_type: GgmlType::F32, vocab_from: None }).unwrap();
+    let m = Model::load(&out, &LoadOptions::default()).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    m
+}
+
+fn decode_loop_allocs(model: &Model, prefill: PrefillChoice) -> usize {
+    let opts = SessionOptions { n_ctx: 96, n_batch: 64, kv_type: GgmlType::F16, prefill, early_exit: None, logit_rows: 1 };
+    let mut s = Session::new(model, lckv_kernels::kernels(), opts).unwrap();
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.cfg.n_vocab as u32).collect();
+    s.prefill(&prompt, Logits::Last, &mut |_, _| {}).unwrap();
+    let mut sampler = Sampler::new(SamplerConfig { seed: 7, ..SamplerConfig::default() }, model.cfg.n_vocab);
+    let mut tok = sampler.sample(s.logits());
+    s.decode(tok).unwrap();
+    let (_, n) = counted(|| {
+        for _ in 0..32 {
+            tok = sampler.sample(s.logits());
+            sampler.accept(tok);
+            s.decode(tok).unwrap();
+        }
+    });
+    n
+}
+
+#[test]
+fn no_allocation_per_token_standard_and_lckv() {
+    let _g = SERIAL.lock().unwrap();
+    for plan in ["standard", "lckv_top_w2", "lckv_sandwich_middle"] {
+        let m = fixture_model(plan);
+        for p in [PrefillChoice::Sequential, PrefillChoice::Iterative, PrefillChoice::Auto] {
+            let n = decode_loop_allocs(&m, p);
+            assert_eq!(n, 0, "{plan} with {p:?} prefill allocated {n} times in 32 tokens");
+        }
+    }
+}
+
+#[test]
+fn no_allocation_per_token_real_model_with_detokenizer() {
+    let _g = SERIAL.lock().unwrap();
+    let m = Model::load(&common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), &LoadOptions::default()).unwrap();
+    let tok = m.tokenizer().unwrap();
+    let opts = SessionOptions { n_ctx: 128, ..SessionOptions::default() };
+    let mut s = Session::new(&m, lckv_kernels::kernels(), opts).unwrap();
+    let prompt = tok.encode("The quick brown fox", true, false).unwrap();
+    s.prefill(&prompt, Logits::Last, &mut |_, _| {}).unwrap();
+    let mut sampler = Sampler::new(SamplerConfig::default(), m.cfg.n_vocab);
+    let mut stream = StreamDecoder::new();
+    let mut text_len = 0;
+    let first = sampler.sample(s.logits());
+    text_len += stream.push(&tok, first).len();
+    s.decode(first).unwrap();
+    let (_, n) = counted(|| {
+        for _ in 0..32 {
+            let t = sampler.sample(s.logits());
+            sampler.accept(t);
+            text_len += stream.push(&tok, t).len();
+            s.decode(t).unwrap();
+        }
+    });
+    assert!(text_len > 0);
+    assert_eq!(n, 0, "generation with sampling and detokenization allocated {n} times in 32 tokens");
+}
