@@ -85,14 +85,17 @@ impl GgmlType {
             GgmlType::Q8K,
             GgmlType::BF16,
         ];
-        all.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        all.into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// Elements per block.
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q8_1 => 32,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q8_1 => {
+                32
+            }
             GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8K => QK_K,
         }
     }
