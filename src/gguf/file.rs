@@ -55,7 +55,7 @@ impl Storage {
 
     /// Owned storage whose start is aligned for every element type a tensor view needs.
     fn aligned(bytes: Vec<u8>) -> Storage {
-        if (bytes.as_ptr() as usize) % std::mem::align_of::<u64>() == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u64>()) {
             return Storage::Bytes(bytes);
         }
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
@@ -84,14 +84,12 @@ impl std::fmt::Debug for GgufFile {
 }
 
 fn wrong_type(key: &str, v: &Value, expected: &str) -> GgufError {
-    let shown = match v {
-        Value::Array(a) => format!("an array of {}", a.len()),
-        Value::String(s) if s.len() > 40 => format!("a string of {} bytes", s.len()),
-        other => format!("{} {other:?}", other.type_name()),
-    };
     GgufError::new(
         GgufErrorKind::WrongType,
-        format!("metadata key '{key}' is {shown}, expected {expected}"),
+        format!(
+            "metadata key '{key}' is {} {v}, expected {expected}",
+            v.type_name()
+        ),
     )
 }
 
@@ -99,7 +97,7 @@ fn wrong_elem(key: &str, i: usize, v: &Value, expected: &str) -> GgufError {
     GgufError::new(
         GgufErrorKind::WrongType,
         format!(
-            "metadata key '{key}': element {i} is {} {v:?}, expected {expected}",
+            "metadata key '{key}': element {i} is {} {v}, expected {expected}",
             v.type_name()
         ),
     )

@@ -83,7 +83,7 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         if len > self.left() as u64 {
             return Err(self.err(format_args!(
-                "{what} length {len} exceeds the {} bytes left in the file",
+                "{what} length {len} exceeds the {} bytes left in the file (truncated or corrupt)",
                 self.left()
             )));
         }
@@ -184,7 +184,7 @@ fn read_value(cur: &mut Cursor, ty: u32, depth: usize) -> Result<Value, GgufErro
             if count > max as u64 {
                 return Err(cur.err(format_args!(
                     "array length {count} is impossible: the {} bytes left hold at most {max} \
-                     {} elements",
+                     {} elements (truncated or corrupt)",
                     cur.left(),
                     type_id_name(elem).unwrap_or("?"),
                 )));
@@ -204,7 +204,7 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if cur.buf.len() < 4 {
         return Err(GgufError::malformed(format!(
             "file is {} bytes, too short to be GGUF (a GGUF file starts with the 4-byte magic \
-             'GGUF'); is the download incomplete?",
+             'GGUF'); truncated? fetch the file again",
             cur.buf.len()
         )));
     }
@@ -248,14 +248,14 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if n_tensors > (left / MIN_TENSOR_INFO) as u64 {
         return Err(cur.err(format_args!(
             "tensor count {n_tensors} is impossible: the {left} bytes after the header hold at \
-             most {} tensor descriptions (corrupt file)",
+             most {} tensor descriptions (truncated or corrupt file)",
             left / MIN_TENSOR_INFO
         )));
     }
     if n_kv > (left / MIN_KV) as u64 {
         return Err(cur.err(format_args!(
             "metadata count {n_kv} is impossible: the {left} bytes after the header hold at most \
-             {} key/value entries (corrupt file)",
+             {} key/value entries (truncated or corrupt file)",
             left / MIN_KV
         )));
     }
@@ -263,7 +263,7 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if (n_tensors as usize) * MIN_TENSOR_INFO + (n_kv as usize) * MIN_KV > left {
         return Err(cur.err(format_args!(
             "{n_tensors} tensor descriptions and {n_kv} key/value entries cannot fit in the \
-             {left} bytes after the header (corrupt file)"
+             {left} bytes after the header (truncated or corrupt file)"
         )));
     }
     Ok((version, n_tensors, n_kv))
@@ -283,7 +283,7 @@ fn read_alignment(
     let bad = |why: String| GgufError::malformed(format!("metadata key 'general.alignment' {why}"));
     let Some(a) = v.as_u64() else {
         return Err(bad(format!(
-            "is {} {v:?}, must be an unsigned integer",
+            "is {} {v}, must be an unsigned integer",
             v.type_name()
         )));
     };

@@ -84,7 +84,7 @@ impl GgufWriter {
                 ref v => {
                     return Err(invalid(format!(
                         "metadata key 'general.alignment' must be a u32 non-zero power of two, \
-                         got {} {v:?}",
+                         got {} {v}",
                         v.type_name()
                     )))
                 }
