@@ -83,6 +83,16 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+#[cfg(unix)]
+fn map_advice(a: Advice) -> memmap2::Advice {
+    match a {
+        Advice::Normal => memmap2::Advice::Normal,
+        Advice::Sequential => memmap2::Advice::Sequential,
+        Advice::Random => memmap2::Advice::Random,
+        Advice::WillNeed => memmap2::Advice::WillNeed,
+    }
+}
+
 fn wrong_type(key: &str, v: &Value, expected: &str) -> GgufError {
     GgufError::new(
         GgufErrorKind::WrongType,
@@ -338,7 +348,8 @@ impl GgufFile {
         self.as_bytes().len() as u64
     }
 
-    /// Byte offset of the data section (tensor offsets are relative to it).
+    /// Byte offset of the data section (tensor offsets are relative to it). In a file without
+    /// tensors it may equal or, lacking final padding, exceed the file size.
     pub fn data_offset(&self) -> u64 {
         self.parsed.data_offset
     }
@@ -357,16 +368,26 @@ impl GgufFile {
     pub fn advise(&self, a: Advice) {
         #[cfg(unix)]
         if let Storage::Map(m) = &self.storage {
-            let advice = match a {
-                Advice::Normal => memmap2::Advice::Normal,
-                Advice::Sequential => memmap2::Advice::Sequential,
-                Advice::Random => memmap2::Advice::Random,
-                Advice::WillNeed => memmap2::Advice::WillNeed,
-            };
-            let _ = m.advise(advice);
+            let _ = m.advise(map_advice(a));
         }
         #[cfg(not(unix))]
         let _ = a;
+    }
+
+    /// Like `advise`, for the pages holding one tensor (e.g. WillNeed on the next layer).
+    pub fn advise_tensor(&self, info: &TensorInfo, a: Advice) {
+        #[cfg(unix)]
+        if let Storage::Map(m) = &self.storage {
+            let data = self.tensor_data(info);
+            if data.is_empty() {
+                return;
+            }
+            // A non-empty slice means the range was checked to lie in the mapping.
+            let start = (self.parsed.data_offset + info.offset) as usize;
+            let _ = m.advise_range(map_advice(a), start, data.len());
+        }
+        #[cfg(not(unix))]
+        let _ = (info, a);
     }
 
     /// Locks the mapped file into RAM (mlock) so weights are never paged out.

@@ -19,6 +19,9 @@ pub const MAX_DIMS: usize = 4;
 const MIN_TENSOR_INFO: usize = 8 + 4 + 8 + 4 + 8;
 /// Smallest key/value entry: empty key (8) + type (4) + a one-byte value.
 const MIN_KV: usize = 8 + 4 + 1;
+/// Most elements reserved up front. A count passed the size bounds can still be far larger than
+/// what parses (a cut file); larger collections grow as entries actually parse.
+const MAX_RESERVE: usize = 1 << 14;
 
 /// What the header and descriptions say; the data section stays in the caller's bytes.
 #[derive(Debug)]
@@ -190,7 +193,7 @@ fn read_value(cur: &mut Cursor, ty: u32, depth: usize) -> Result<Value, GgufErro
                 )));
             }
             let count = count as usize;
-            let mut items = Vec::with_capacity(count);
+            let mut items = Vec::with_capacity(count.min(MAX_RESERVE));
             for _ in 0..count {
                 items.push(read_value(cur, elem, depth + 1)?);
             }
@@ -430,8 +433,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     // Bounded by the file size in read_header.
     let (n_tensors, n_kv) = (n_tensors as usize, n_kv as usize);
 
-    let mut metadata = Vec::with_capacity(n_kv);
-    let mut key_index = HashMap::with_capacity(n_kv);
+    let mut metadata = Vec::with_capacity(n_kv.min(MAX_RESERVE));
+    let mut key_index = HashMap::with_capacity(n_kv.min(MAX_RESERVE));
     for i in 0..n_kv {
         cur.ctx = format!("metadata entry {i}");
         let key = cur.name("key")?;
@@ -448,8 +451,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     }
     let alignment = read_alignment(&metadata, &key_index)?;
 
-    let mut tensors = Vec::with_capacity(n_tensors);
-    let mut tensor_index = HashMap::with_capacity(n_tensors);
+    let mut tensors = Vec::with_capacity(n_tensors.min(MAX_RESERVE));
+    let mut tensor_index = HashMap::with_capacity(n_tensors.min(MAX_RESERVE));
     for i in 0..n_tensors {
         let info = read_tensor_info(&mut cur, i, alignment)?;
         if let Some(&j) = tensor_index.get(&info.name) {

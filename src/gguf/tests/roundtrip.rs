@@ -45,6 +45,19 @@ fn custom_alignment_is_used_for_data_section_and_offsets() {
 }
 
 #[test]
+fn alignment_larger_than_the_padding_chunk() {
+    let mut w = GgufWriter::new();
+    w.try_add("general.alignment", Value::U32(8192)).unwrap();
+    w.add_tensor("a", GgmlType::F32, &[3], vec![1; 12]).unwrap();
+    w.add_tensor("b", GgmlType::F32, &[1], vec![2; 4]).unwrap();
+    let bytes = w.to_bytes();
+    assert_eq!(bytes.len(), 3 * 8192);
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    assert_eq!((f.data_offset(), f.tensors()[1].offset), (8192, 8192));
+    assert_eq!(f.tensor_data(&f.tensors()[1]), &[2u8; 4][..]);
+}
+
+#[test]
 fn version_2_files_read_like_version_3() {
     let mut bytes = full_writer(2).to_bytes();
     bytes[4] = 2;
@@ -286,6 +299,9 @@ fn write_atomic_then_open_mapped_and_read() {
     mapped.advise(Advice::WillNeed);
     mapped.advise(Advice::Random);
     owned.advise(Advice::Sequential);
+    for t in mapped.tensors() {
+        mapped.advise_tensor(t, Advice::WillNeed);
+    }
 
     // Overwriting replaces the file; only the final file remains in the directory.
     full_writer(6).write_atomic(&path).unwrap();
