@@ -55,7 +55,7 @@ impl Storage {
 
     /// Owned storage whose start is aligned for every element type a tensor view needs.
     fn aligned(bytes: Vec<u8>) -> Storage {
-        if (bytes.as_ptr() as usize) % std::mem::align_of::<u64>() == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u64>()) {
             return Storage::Bytes(bytes);
         }
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
@@ -83,15 +83,23 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+#[cfg(unix)]
+fn map_advice(a: Advice) -> memmap2::Advice {
+    match a {
+        Advice::Normal => memmap2::Advice::Normal,
+        Advice::Sequential => memmap2::Advice::Sequential,
+        Advice::Random => memmap2::Advice::Random,
+        Advice::WillNeed => memmap2::Advice::WillNeed,
+    }
+}
+
 fn wrong_type(key: &str, v: &Value, expected: &str) -> GgufError {
-    let shown = match v {
-        Value::Array(a) => format!("an array of {}", a.len()),
-        Value::String(s) if s.len() > 40 => format!("a string of {} bytes", s.len()),
-        other => format!("{} {other:?}", other.type_name()),
-    };
     GgufError::new(
         GgufErrorKind::WrongType,
-        format!("metadata key '{key}' is {shown}, expected {expected}"),
+        format!(
+            "metadata key '{key}' is {} {v}, expected {expected}",
+            v.type_name()
+        ),
     )
 }
 
@@ -99,7 +107,7 @@ fn wrong_elem(key: &str, i: usize, v: &Value, expected: &str) -> GgufError {
     GgufError::new(
         GgufErrorKind::WrongType,
         format!(
-            "metadata key '{key}': element {i} is {} {v:?}, expected {expected}",
+            "metadata key '{key}': element {i} is {} {v}, expected {expected}",
             v.type_name()
         ),
     )
@@ -340,7 +348,8 @@ impl GgufFile {
         self.as_bytes().len() as u64
     }
 
-    /// Byte offset of the data section (tensor offsets are relative to it).
+    /// Byte offset of the data section (tensor offsets are relative to it). In a file without
+    /// tensors it may equal or, lacking final padding, exceed the file size.
     pub fn data_offset(&self) -> u64 {
         self.parsed.data_offset
     }
@@ -359,16 +368,26 @@ impl GgufFile {
     pub fn advise(&self, a: Advice) {
         #[cfg(unix)]
         if let Storage::Map(m) = &self.storage {
-            let advice = match a {
-                Advice::Normal => memmap2::Advice::Normal,
-                Advice::Sequential => memmap2::Advice::Sequential,
-                Advice::Random => memmap2::Advice::Random,
-                Advice::WillNeed => memmap2::Advice::WillNeed,
-            };
-            let _ = m.advise(advice);
+            let _ = m.advise(map_advice(a));
         }
         #[cfg(not(unix))]
         let _ = a;
+    }
+
+    /// Like `advise`, for the pages holding one tensor (e.g. WillNeed on the next layer).
+    pub fn advise_tensor(&self, info: &TensorInfo, a: Advice) {
+        #[cfg(unix)]
+        if let Storage::Map(m) = &self.storage {
+            let data = self.tensor_data(info);
+            if data.is_empty() {
+                return;
+            }
+            // A non-empty slice means the range was checked to lie in the mapping.
+            let start = (self.parsed.data_offset + info.offset) as usize;
+            let _ = m.advise_range(map_advice(a), start, data.len());
+        }
+        #[cfg(not(unix))]
+        let _ = (info, a);
     }
 
     /// Locks the mapped file into RAM (mlock) so weights are never paged out.

@@ -19,6 +19,9 @@ pub const MAX_DIMS: usize = 4;
 const MIN_TENSOR_INFO: usize = 8 + 4 + 8 + 4 + 8;
 /// Smallest key/value entry: empty key (8) + type (4) + a one-byte value.
 const MIN_KV: usize = 8 + 4 + 1;
+/// Most elements reserved up front. A count passed the size bounds can still be far larger than
+/// what parses (a cut file); larger collections grow as entries actually parse.
+const MAX_RESERVE: usize = 1 << 14;
 
 /// What the header and descriptions say; the data section stays in the caller's bytes.
 #[derive(Debug)]
@@ -83,7 +86,7 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         if len > self.left() as u64 {
             return Err(self.err(format_args!(
-                "{what} length {len} exceeds the {} bytes left in the file",
+                "{what} length {len} exceeds the {} bytes left in the file (truncated or corrupt)",
                 self.left()
             )));
         }
@@ -184,13 +187,13 @@ fn read_value(cur: &mut Cursor, ty: u32, depth: usize) -> Result<Value, GgufErro
             if count > max as u64 {
                 return Err(cur.err(format_args!(
                     "array length {count} is impossible: the {} bytes left hold at most {max} \
-                     {} elements",
+                     {} elements (truncated or corrupt)",
                     cur.left(),
                     type_id_name(elem).unwrap_or("?"),
                 )));
             }
             let count = count as usize;
-            let mut items = Vec::with_capacity(count);
+            let mut items = Vec::with_capacity(count.min(MAX_RESERVE));
             for _ in 0..count {
                 items.push(read_value(cur, elem, depth + 1)?);
             }
@@ -204,7 +207,7 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if cur.buf.len() < 4 {
         return Err(GgufError::malformed(format!(
             "file is {} bytes, too short to be GGUF (a GGUF file starts with the 4-byte magic \
-             'GGUF'); is the download incomplete?",
+             'GGUF'); truncated? fetch the file again",
             cur.buf.len()
         )));
     }
@@ -248,14 +251,14 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if n_tensors > (left / MIN_TENSOR_INFO) as u64 {
         return Err(cur.err(format_args!(
             "tensor count {n_tensors} is impossible: the {left} bytes after the header hold at \
-             most {} tensor descriptions (corrupt file)",
+             most {} tensor descriptions (truncated or corrupt file)",
             left / MIN_TENSOR_INFO
         )));
     }
     if n_kv > (left / MIN_KV) as u64 {
         return Err(cur.err(format_args!(
             "metadata count {n_kv} is impossible: the {left} bytes after the header hold at most \
-             {} key/value entries (corrupt file)",
+             {} key/value entries (truncated or corrupt file)",
             left / MIN_KV
         )));
     }
@@ -263,7 +266,7 @@ fn read_header(cur: &mut Cursor) -> Result<(u32, u64, u64), GgufError> {
     if (n_tensors as usize) * MIN_TENSOR_INFO + (n_kv as usize) * MIN_KV > left {
         return Err(cur.err(format_args!(
             "{n_tensors} tensor descriptions and {n_kv} key/value entries cannot fit in the \
-             {left} bytes after the header (corrupt file)"
+             {left} bytes after the header (truncated or corrupt file)"
         )));
     }
     Ok((version, n_tensors, n_kv))
@@ -283,7 +286,7 @@ fn read_alignment(
     let bad = |why: String| GgufError::malformed(format!("metadata key 'general.alignment' {why}"));
     let Some(a) = v.as_u64() else {
         return Err(bad(format!(
-            "is {} {v:?}, must be an unsigned integer",
+            "is {} {v}, must be an unsigned integer",
             v.type_name()
         )));
     };
@@ -430,8 +433,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     // Bounded by the file size in read_header.
     let (n_tensors, n_kv) = (n_tensors as usize, n_kv as usize);
 
-    let mut metadata = Vec::with_capacity(n_kv);
-    let mut key_index = HashMap::with_capacity(n_kv);
+    let mut metadata = Vec::with_capacity(n_kv.min(MAX_RESERVE));
+    let mut key_index = HashMap::with_capacity(n_kv.min(MAX_RESERVE));
     for i in 0..n_kv {
         cur.ctx = format!("metadata entry {i}");
         let key = cur.name("key")?;
@@ -448,8 +451,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     }
     let alignment = read_alignment(&metadata, &key_index)?;
 
-    let mut tensors = Vec::with_capacity(n_tensors);
-    let mut tensor_index = HashMap::with_capacity(n_tensors);
+    let mut tensors = Vec::with_capacity(n_tensors.min(MAX_RESERVE));
+    let mut tensor_index = HashMap::with_capacity(n_tensors.min(MAX_RESERVE));
     for i in 0..n_tensors {
         let info = read_tensor_info(&mut cur, i, alignment)?;
         if let Some(&j) = tensor_index.get(&info.name) {

@@ -242,3 +242,25 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
         Value::Array(v.into_iter().map(Into::into).collect())
     }
 }
+
+/// Scalars as plain values, strings quoted, arrays by length (for messages).
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::U8(v) => write!(f, "{v}"),
+            Value::I8(v) => write!(f, "{v}"),
+            Value::U16(v) => write!(f, "{v}"),
+            Value::I16(v) => write!(f, "{v}"),
+            Value::U32(v) => write!(f, "{v}"),
+            Value::I32(v) => write!(f, "{v}"),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::F32(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::String(s) if s.len() > 40 => write!(f, "of {} bytes", s.len()),
+            Value::String(s) => write!(f, "{s:?}"),
+            Value::Array(a) => write!(f, "of {} elements", a.len()),
+        }
+    }
+}

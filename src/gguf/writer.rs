@@ -84,7 +84,7 @@ impl GgufWriter {
                 ref v => {
                     return Err(invalid(format!(
                         "metadata key 'general.alignment' must be a u32 non-zero power of two, \
-                         got {} {v:?}",
+                         got {} {v}",
                         v.type_name()
                     )))
                 }
@@ -168,6 +168,16 @@ impl GgufWriter {
             *pos += b.len() as u64;
             w.write_all(b)
         }
+        // Alignments up to 2^31 are legal: pad in chunks, not with one huge buffer.
+        fn put_zeros(w: &mut impl Write, pos: &mut u64, mut n: u64) -> io::Result<()> {
+            const ZEROS: [u8; 4096] = [0; 4096];
+            while n > 0 {
+                let k = n.min(ZEROS.len() as u64) as usize;
+                put(w, pos, &ZEROS[..k])?;
+                n -= k as u64;
+            }
+            Ok(())
+        }
         put(w, &mut pos, &MAGIC)?;
         put(w, &mut pos, &VERSION.to_le_bytes())?;
         put(w, &mut pos, &(self.tensors.len() as u64).to_le_bytes())?;
@@ -193,14 +203,12 @@ impl GgufWriter {
             put(w, &mut pos, &buf)?;
             offset = (offset + t.data.len() as u64).next_multiple_of(align);
         }
-        let zeros = vec![0u8; align as usize];
-        let pad = |p: u64| (p.next_multiple_of(align) - p) as usize;
+        let pad = |p: u64| p.next_multiple_of(align) - p;
         let p = pad(pos);
-        put(w, &mut pos, &zeros[..p])?;
+        put_zeros(w, &mut pos, p)?;
         for t in &self.tensors {
             put(w, &mut pos, &t.data)?;
-            let p = pad(t.data.len() as u64);
-            put(w, &mut pos, &zeros[..p])?;
+            put_zeros(w, &mut pos, pad(t.data.len() as u64))?;
         }
         Ok(())
     }
