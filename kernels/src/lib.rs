@@ -4,6 +4,8 @@
 //! kernels; `arch/` holds the per-ISA versions that are tested against them; `dispatch` picks
 //! one path at start-up. Kernels know nothing about models: they see slices and sizes.
 
+pub mod dot;
 pub mod formats;
+pub mod quant;
 
 pub use formats::GgmlType;
