@@ -5,6 +5,9 @@
 use lckv_kernels::{dot, quant, GgmlType};
 use std::path::PathBuf;
 
+mod common;
+use common::Rng;
+
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -81,20 +84,6 @@ fn quantize_bytes_match_gguf() {
             got == want,
             "{name}: quantized bytes differ from gguf.quantize"
         );
-    }
-}
-
-/// Small deterministic generator so the tests need no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32() * scale).collect()
     }
 }
 
