@@ -33,6 +33,38 @@ pub const QK8_1: usize = 32;
 pub const K_SCALE_SIZE: usize = 12;
 
 impl GgmlType {
+    /// Every type, in the order of [`GgmlType::index`].
+    pub const ALL: [GgmlType; 11] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+        GgmlType::Q8K,
+        GgmlType::BF16,
+    ];
+
+    /// Dense index 0..11 into [`GgmlType::ALL`], for per-type tables.
+    pub fn index(self) -> usize {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 4,
+            GgmlType::Q8_0 => 5,
+            GgmlType::Q8_1 => 6,
+            GgmlType::Q4K => 7,
+            GgmlType::Q6K => 8,
+            GgmlType::Q8K => 9,
+            GgmlType::BF16 => 10,
+        }
+    }
+
     pub fn from_id(id: u32) -> Option<GgmlType> {
         Some(match id {
             0 => GgmlType::F32,
@@ -72,20 +104,8 @@ impl GgmlType {
     }
 
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        let all = [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q8_1,
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-            GgmlType::Q8K,
-            GgmlType::BF16,
-        ];
-        all.into_iter()
+        GgmlType::ALL
+            .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
@@ -118,7 +138,7 @@ impl GgmlType {
 
     /// Bytes of one row of `n` elements, or None when `n` is not a whole number of blocks.
     pub fn row_size(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())

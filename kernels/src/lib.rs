@@ -4,6 +4,14 @@
 //! kernels; `arch/` holds the per-ISA versions that are tested against them; `dispatch` picks
 //! one path at start-up. Kernels know nothing about models: they see slices and sizes.
 
+mod arch;
+pub mod attention;
+pub mod dispatch;
+pub mod dot;
 pub mod formats;
+pub mod ops;
+pub mod quant;
 
+pub use attention::{AttnScratch, KvLayout};
+pub use dispatch::{kernels, select, KernelPath, Kernels};
 pub use formats::GgmlType;

@@ -1,0 +1,462 @@
+//! AVX2 + FMA + F16C kernels: dot products for the weight formats lckv runs (F32, F16, Q4_0,
+//! Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) and the activation quantizers (Q8_0, Q8_1, Q8_K).
+//!
+//! Integer block sums are exact, so dots differ from the scalar twins only in the order of f32
+//! additions. The quantizers use the scalar rounding rules and give identical bytes.
+//! Everything here is reached only through `install`, which dispatch calls after detecting
+//! avx2, fma and f16c; the safe wrappers rely on that.
+
+use crate::dot::VecDotFn;
+use crate::formats::{GgmlType, QK_K};
+use crate::quant::{f16_at, f32_at, put_f16, scale_min_k4, QuantFn};
+use std::arch::x86_64::*;
+
+/// Overrides the scalar entries of the tables with this file's kernels.
+pub(crate) fn install(dot: &mut [VecDotFn; 11], quant: &mut [QuantFn; 11]) {
+    dot[GgmlType::F32.index()] = dot_f32;
+    dot[GgmlType::F16.index()] = dot_f16;
+    dot[GgmlType::Q4_0.index()] = dot_q4_0;
+    dot[GgmlType::Q4_1.index()] = dot_q4_1;
+    dot[GgmlType::Q5_0.index()] = dot_q5_0;
+    dot[GgmlType::Q8_0.index()] = dot_q8_0;
+    dot[GgmlType::Q4K.index()] = dot_q4_k;
+    dot[GgmlType::Q6K.index()] = dot_q6_k;
+    quant[GgmlType::Q8_0.index()] = quantize_q8_0;
+    quant[GgmlType::Q8_1.index()] = quantize_q8_1;
+    quant[GgmlType::Q8K.index()] = quantize_q8_k;
+}
+
+macro_rules! safe_wrappers {
+    ($($name:ident => $imp:ident ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+            unsafe { $imp($($arg),*) }
+        }
+    )*};
+}
+
+safe_wrappers! {
+    dot_f32 => dot_f32_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_f16 => dot_f16_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_0 => dot_q4_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_1 => dot_q4_1_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q5_0 => dot_q5_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q8_0 => dot_q8_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_k => dot_q4_k_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q6_k => dot_q6_k_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    quantize_q8_0 => quantize_q8_0_impl(src: &[f32], dst: &mut [u8]);
+    quantize_q8_1 => quantize_q8_1_impl(src: &[f32], dst: &mut [u8]);
+    quantize_q8_k => quantize_q8_k_impl(src: &[f32], dst: &mut [u8]);
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 32 bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(p: &[u8]) -> __m256i {
+    debug_assert!(p.len() >= 32);
+    // SAFETY: callers pass slices of at least 32 bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+}
+
+/// The 16 bytes at `p` as 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: &[u8]) -> __m256i {
+    debug_assert!(p.len() >= 16);
+    // SAFETY: callers pass slices of at least 16 bytes; loadu has no alignment requirement.
+    let b = unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) };
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(b, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Sum of products of signed bytes, as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    // maddubs wants one unsigned operand: move x's sign onto y.
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// Sum of products of unsigned `x` (< 64) and signed `y`, as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / 4;
+    let (wp, ap) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= n elements lie inside both slices; loadu is unaligned.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(wp.add(i + 8 * k)),
+                    _mm256_loadu_ps(ap.add(i + 8 * k)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n elements lie inside both slices.
+        let (x, y) = unsafe { (_mm256_loadu_ps(wp.add(i)), _mm256_loadu_ps(ap.add(i))) };
+        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(s);
+    for j in i..n {
+        sum += f32_at(&w[4 * j..]) * f32_at(&a[4 * j..]);
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / 2;
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let o = 2 * (i + 8 * k);
+            // SAFETY: 8 halves (16 bytes) from o lie inside both slices since i + 16 <= n.
+            let (x, y) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(o) as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(o) as *const __m128i)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 16;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    for j in i..n {
+        sum += f16_at(&w[2 * j..]) * f16_at(&a[2 * j..]);
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
+        let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
+        let s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+        // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
+        let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
+    }
+    hsum_ps(acc) + mins
+}
+
+/// The 32 bits of `qh` as 32 bytes: 0x10 where the bit is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_0x10(qh: u32) -> __m256i {
+    let v = _mm256_set1_epi32(qh as i32);
+    // Byte i takes byte i / 8 of qh, then tests bit i % 8 of it.
+    let spread = _mm256_setr_epi64x(
+        0,
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+    );
+    let bytes = _mm256_shuffle_epi8(v, spread);
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let sixteen = _mm256_set1_epi8(16);
+    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+        // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
+        let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
+        let qx = _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), sixteen);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        // SAFETY: both blocks hold 32 quants at 2.
+        let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[inline]
+fn bsum(y: &[u8], k: usize) -> i32 {
+    i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let dy = f32_at(y);
+        let mut summ = 0i32;
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+            summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
+                + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
+            // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; 64 quants at 4 + 64c of
+            // the 292-byte Q8_K block.
+            let (q, y0, y1) = unsafe {
+                (
+                    load32(&x[16 + 32 * c..]),
+                    load32(&y[4 + 64 * c..]),
+                    load32(&y[36 + 64 * c..]),
+                )
+            };
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc0 as i16));
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc1 as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        acc = _mm256_fmadd_ps(
+            _mm256_set1_ps(f16_at(x) * dy),
+            _mm256_cvtepi32_ps(sumi),
+            acc,
+        );
+        mins += f16_at(&x[2..]) * dy * summ as f32;
+    }
+    hsum_ps(acc) - mins
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut corr = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let d = f16_at(&x[208..]) * f32_at(y);
+        let sc = |k: usize| x[192 + k] as i8 as i16;
+        // The stored levels are q + 32: subtract 32 * sum(scale * y) once per block.
+        let mut off = 0i32;
+        for k in 0..16 {
+            off += sc(k) as i32 * bsum(y, k);
+        }
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            // SAFETY: ql has 64 bytes at 64h, qh 32 bytes at 128 + 32h; the Q8_K block has 128
+            // quants at 4 + 128h.
+            let (ql0, ql1, qh) = unsafe {
+                (
+                    load32(&x[64 * h..]),
+                    load32(&x[64 * h + 32..]),
+                    load32(&x[128 + 32 * h..]),
+                )
+            };
+            let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    high(_mm256_srli_epi16::<4>(qh)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    high(_mm256_srli_epi16::<6>(qh)),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                // SAFETY: 32 quants at 4 + 128h + 32k lie inside the 292-byte block.
+                let yk = unsafe { load32(&y[4 + 128 * h + 32 * k..]) };
+                let s = 8 * h + 2 * k;
+                let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), scales);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        corr += d * (32 * off) as f32;
+    }
+    hsum_ps(acc) - corr
+}
+
+/// Largest |x| of 32 floats at `x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn absmax(v: &[__m256; 4]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for &x in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, x));
+    }
+    let s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// roundf: to nearest, halves away from zero (t - trunc(t) is exact, so the test is too).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_away(t: __m256) -> __m256 {
+    let r = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(t);
+    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(t, r));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(t, _mm256_set1_ps(-0.0)));
+    _mm256_add_ps(r, _mm256_and_ps(up, one))
+}
+
+/// Packs 32 i32 (in 4 vectors) to 32 i8 in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_i8(i: [__m256i; 4]) -> __m256i {
+    let ab = _mm256_packs_epi32(i[0], i[1]);
+    let cd = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(ab, cd);
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_block32(x: &[f32]) -> [__m256; 4] {
+    debug_assert!(x.len() >= 32);
+    // SAFETY: callers pass 32-element chunks.
+    unsafe { [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.as_ptr().add(o))) }
+}
+
+/// Quantizes 32 floats as Q8_0 does; returns the scale and the quants as i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(x: &[f32]) -> (f32, [__m256i; 4]) {
+    // SAFETY: callers pass 32-element chunks.
+    let v = unsafe { load_block32(x) };
+    let d = absmax(&v) / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    (
+        d,
+        v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id)))),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_0_impl(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+        // SAFETY: x is a 32-element chunk.
+        let (d, q) = unsafe { q8_block(x) };
+        put_f16(b, d);
+        // SAFETY: the 34-byte block has 32 bytes at 2.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(2) as *mut __m256i, pack_i8(q)) };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_1_impl(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+        // SAFETY: x is a 32-element chunk.
+        let (d, q) = unsafe { q8_block(x) };
+        let sum = hsum_epi32(_mm256_add_epi32(
+            _mm256_add_epi32(q[0], q[1]),
+            _mm256_add_epi32(q[2], q[3]),
+        ));
+        put_f16(b, d);
+        put_f16(&mut b[2..], sum as f32 * d);
+        // SAFETY: the 36-byte block has 32 bytes at 4.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(4) as *mut __m256i, pack_i8(q)) };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_k_impl(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+        let mut amax = 0.0f32;
+        for c in x.chunks_exact(32) {
+            // SAFETY: c is a 32-element chunk.
+            amax = amax.max(absmax(&unsafe { load_block32(c) }));
+        }
+        if amax == 0.0 {
+            b.fill(0);
+            continue;
+        }
+        // The first element of largest magnitude sets the sign of the scale, as in the scalar.
+        let max = *x.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+        let iscale = -127.0 / max;
+        let is = _mm256_set1_ps(iscale);
+        let top = _mm256_set1_epi32(127);
+        for (k, c) in x.chunks_exact(32).enumerate() {
+            // SAFETY: c is a 32-element chunk.
+            let v = unsafe { load_block32(c) };
+            let q = v.map(|v| {
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(v, is),
+                );
+                _mm256_min_epi32(_mm256_cvtps_epi32(r), top)
+            });
+            // bsums of the two 16-element groups of this chunk.
+            for g in 0..2 {
+                let s = hsum_epi32(_mm256_add_epi32(q[2 * g], q[2 * g + 1]));
+                b[260 + 4 * k + 2 * g..262 + 4 * k + 2 * g]
+                    .copy_from_slice(&(s as i16).to_le_bytes());
+            }
+            // SAFETY: the 292-byte block has 256 quant bytes at 4; chunk k covers 4 + 32k..+32.
+            unsafe {
+                _mm256_storeu_si256(b.as_mut_ptr().add(4 + 32 * k) as *mut __m256i, pack_i8(q))
+            };
+        }
+        b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}

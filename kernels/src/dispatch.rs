@@ -1,0 +1,364 @@
+//! Runtime choice of the kernel path. `kernels()` picks the best path the CPU supports once
+//! (or the one named by `LCKV_KERNELS`), and every call after that goes through a table of
+//! function pointers resolved per type, so hot loops never branch on the type or the ISA.
+
+use crate::attention::{attend_with, AttnFns, AttnScratch, KvLayout};
+use crate::dot::VecDotFn;
+use crate::formats::GgmlType;
+use crate::quant::{check_row, DequantFn, QuantFn};
+use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// An instruction-set path: the scalar reference or one of the SIMD kernel sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    Dotprod,
+}
+
+impl KernelPath {
+    pub const ALL: [KernelPath; 5] = [
+        KernelPath::Scalar,
+        KernelPath::Avx2,
+        KernelPath::Avx512,
+        KernelPath::Neon,
+        KernelPath::Dotprod,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+            KernelPath::Avx512 => "avx512",
+            KernelPath::Neon => "neon",
+            KernelPath::Dotprod => "dotprod",
+        }
+    }
+
+    /// Whether this CPU can run the path's instructions.
+    pub fn cpu_supports(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => {
+                KernelPath::Avx2.cpu_supports()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Dotprod => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Whether this build has kernels for the path (beyond the scalar fallbacks).
+    pub fn implemented(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            KernelPath::Avx2 => cfg!(target_arch = "x86_64"),
+            KernelPath::Avx512 | KernelPath::Neon | KernelPath::Dotprod => false,
+        }
+    }
+}
+
+impl fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KernelPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        KernelPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown kernel path {s:?}: use one of scalar, avx2, avx512, neon, dotprod")
+            })
+    }
+}
+
+const NT: usize = GgmlType::ALL.len();
+
+/// One kernel path's functions, per type.
+pub struct Kernels {
+    path: KernelPath,
+    dot: [VecDotFn; NT],
+    quant: [QuantFn; NT],
+    dequant: [DequantFn; NT],
+}
+
+/// The kernels chosen for this process: `LCKV_KERNELS` when set and usable, else the best path
+/// the CPU supports. An unusable `LCKV_KERNELS` is reported on stderr once and ignored; call
+/// [`kernels_from_env`] first to turn it into an error instead.
+pub fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| match kernels_from_env() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("lckv: {e}; using the best path this CPU supports");
+            best()
+        }
+    })
+}
+
+/// The kernels `LCKV_KERNELS` asks for (the best supported path when it is unset or empty).
+pub fn kernels_from_env() -> Result<Kernels, String> {
+    match std::env::var("LCKV_KERNELS") {
+        Ok(v) if !v.trim().is_empty() => {
+            let p: KernelPath = v.parse().map_err(|e| format!("LCKV_KERNELS: {e}"))?;
+            select(Some(p)).map_err(|e| format!("LCKV_KERNELS={v}: {e}"))
+        }
+        _ => Ok(best()),
+    }
+}
+
+fn best() -> Kernels {
+    for p in [
+        KernelPath::Avx512,
+        KernelPath::Avx2,
+        KernelPath::Dotprod,
+        KernelPath::Neon,
+    ] {
+        if p.implemented() && p.cpu_supports() {
+            return build(p);
+        }
+    }
+    build(KernelPath::Scalar)
+}
+
+/// Kernels for `path` (None: the best one this CPU supports). Errors when the CPU lacks the
+/// path's instructions or this build has no kernels for it.
+pub fn select(path: Option<KernelPath>) -> Result<Kernels, String> {
+    let Some(p) = path else { return Ok(best()) };
+    if !p.cpu_supports() {
+        return Err(format!(
+            "this CPU does not support the {p} kernels: use scalar or leave LCKV_KERNELS unset"
+        ));
+    }
+    if !p.implemented() {
+        return Err(format!(
+            "this build has no {p} kernels: use scalar or leave LCKV_KERNELS unset"
+        ));
+    }
+    Ok(build(p))
+}
+
+fn build(path: KernelPath) -> Kernels {
+    let mut k = Kernels {
+        path,
+        dot: GgmlType::ALL.map(crate::dot::dot_fn),
+        quant: GgmlType::ALL.map(crate::quant::quant_fn),
+        dequant: GgmlType::ALL.map(crate::quant::dequant_fn),
+    };
+    #[cfg(target_arch = "x86_64")]
+    if path == KernelPath::Avx2 {
+        // Only reached after cpu_supports() confirmed avx2 + fma + f16c.
+        crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
+    }
+    k
+}
+
+/// Activation rows handled together against each weight row in `matmul` (weight-row reuse).
+const BATCH_TILE: usize = 8;
+
+struct MatmulJob<'a> {
+    dot: VecDotFn,
+    w: &'a [u8],
+    w_row: usize,
+    a: &'a [u8],
+    a_row: usize,
+    cols: usize,
+    batch: usize,
+    grain: usize,
+}
+
+impl Kernels {
+    pub fn path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// Dot product, as [`crate::dot::vec_dot`].
+    pub fn vec_dot(&self, wty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        check_row(wty, n, w.len(), "vec_dot weights");
+        check_row(wty.vec_dot_type(), n, a.len(), "vec_dot activations");
+        self.dot[wty.index()](n, w, a)
+    }
+
+    /// Quantization, as [`crate::quant::quantize_row`].
+    pub fn quantize_row(&self, ty: GgmlType, src: &[f32], dst: &mut [u8]) {
+        check_row(ty, src.len(), dst.len(), "quantize_row");
+        self.quant[ty.index()](src, dst);
+    }
+
+    /// Dequantization, as [`crate::quant::dequantize_row`].
+    pub fn dequantize_row(&self, ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+        check_row(ty, dst.len(), src.len(), "dequantize_row");
+        self.dequant[ty.index()](src, dst);
+    }
+
+    /// `out[b * rows + r] = dot(weight row r, activation row b)` for `b < batch`. `a` holds `batch`
+    /// rows of `row_size(wty.vec_dot_type(), cols)` bytes. Rows are split across the current
+    /// rayon pool; nothing is allocated.
+    ///
+    /// # Panics
+    /// When a size disagrees (a caller bug: shapes are validated at load time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        wty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        a: &[u8],
+        batch: usize,
+        out: &mut [f32],
+    ) {
+        let aty = wty.vec_dot_type();
+        let (Some(w_row), Some(a_row)) = (wty.row_size(cols), aty.row_size(cols)) else {
+            panic!("matmul: {cols} columns is not a multiple of the {wty} block size");
+        };
+        assert!(
+            w.len() >= rows * w_row,
+            "matmul: {rows} rows of {cols} {wty} need {} bytes, weights have {}",
+            rows * w_row,
+            w.len()
+        );
+        assert!(
+            a.len() == batch * a_row && out.len() == batch * rows,
+            "matmul: {batch} activation rows need {} bytes (have {}) and {} outputs (have {})",
+            batch * a_row,
+            a.len(),
+            batch * rows,
+            out.len()
+        );
+        if rows == 0 || batch == 0 {
+            return;
+        }
+        let threads = rayon::current_num_threads().max(1);
+        // About four pieces per thread for balance, but never so small that splitting costs more
+        // than the dots (a few KiB of weights per piece).
+        let min_rows = (8192 / w_row.max(1)).max(4);
+        let grain = (rows / (4 * threads)).max(min_rows);
+        for b0 in (0..batch).step_by(BATCH_TILE) {
+            let bt = BATCH_TILE.min(batch - b0);
+            let job = MatmulJob {
+                dot: self.dot[wty.index()],
+                w,
+                w_row,
+                a: &a[b0 * a_row..(b0 + bt) * a_row],
+                a_row,
+                cols,
+                batch: bt,
+                grain,
+            };
+            let mut parts: [&mut [f32]; BATCH_TILE] = Default::default();
+            for (p, chunk) in parts
+                .iter_mut()
+                .zip(out[b0 * rows..(b0 + bt) * rows].chunks_mut(rows))
+            {
+                *p = chunk;
+            }
+            matmul_rows(&job, 0, rows, parts);
+        }
+    }
+
+    pub fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        crate::ops::rms_norm(x, w, eps, out)
+    }
+
+    pub fn softmax_inplace(&self, x: &mut [f32]) {
+        crate::ops::softmax_inplace(x)
+    }
+
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        crate::ops::silu_mul(gate, up)
+    }
+
+    pub fn gelu_tanh_mul(&self, gate: &mut [f32], up: &[f32]) {
+        crate::ops::gelu_tanh_mul(gate, up)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        x: &mut [f32],
+        n_heads: usize,
+        head_dim: usize,
+        n_rot: usize,
+        cos: &[f32],
+        sin: &[f32],
+        neox: bool,
+    ) {
+        crate::ops::rope(x, n_heads, head_dim, n_rot, cos, sin, neox)
+    }
+
+    /// Attention, as [`crate::attention::attend_scalar`], with this path's dot kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        layout: &KvLayout,
+        k_cache: &[u8],
+        v_cache: &[u8],
+        g: usize,
+        visible: Range<usize>,
+        q: &[f32],
+        scale: f32,
+        scratch: &mut AttnScratch,
+        out: &mut [f32],
+    ) {
+        let i = layout.ty.index();
+        let fns = AttnFns {
+            dot: self.dot[i],
+            quant: self.quant[i],
+            dequant: self.dequant[i],
+        };
+        attend_with(
+            &fns, layout, k_cache, v_cache, g, visible, q, scale, scratch, out,
+        );
+    }
+}
+
+/// Rows `r0..r0 + n` of one batch tile; `parts[b]` is the output slice of activation row `b` for
+/// exactly these rows. Splits in halves with `rayon::join` down to `grain` rows.
+fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BATCH_TILE]) {
+    if n > job.grain {
+        let mid = n / 2;
+        let mut right: [&mut [f32]; BATCH_TILE] = Default::default();
+        for (p, r) in parts.iter_mut().zip(right.iter_mut()).take(job.batch) {
+            let (lo, hi) = std::mem::take(p).split_at_mut(mid);
+            *p = lo;
+            *r = hi;
+        }
+        rayon::join(
+            || matmul_rows(job, r0, mid, parts),
+            || matmul_rows(job, r0 + mid, n - mid, right),
+        );
+        return;
+    }
+    let dot = job.dot;
+    for r in 0..n {
+        let wr = &job.w[(r0 + r) * job.w_row..][..job.w_row];
+        for (b, p) in parts.iter_mut().enumerate().take(job.batch) {
+            p[r] = dot(job.cols, wr, &job.a[b * job.a_row..][..job.a_row]);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Scalar reference dot products: one weight row against one activation row quantized as
+//! `wty.vec_dot_type()`, with ggml's block arithmetic (integer sums inside a block, one float
+//! multiply-add per block). These are the "unopt" twins of the SIMD kernels in `arch/`.
+
+use crate::formats::{GgmlType, QK_K};
+use crate::quant::{check_row, f16_at, f32_at, scale_min_k4};
+use half::bf16;
+
+/// A dot product kernel for one weight type: `n` elements, weight row bytes, activation row bytes.
+pub(crate) type VecDotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// Dot product of `n` elements: weight row `w` of type `wty` and activation row `a` of type
+/// `wty.vec_dot_type()`.
+///
+/// # Panics
+/// When a row's byte length is not `row_size(n)` of its type (a caller bug).
+pub fn vec_dot(wty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_row(wty, n, w.len(), "vec_dot weights");
+    check_row(wty.vec_dot_type(), n, a.len(), "vec_dot activations");
+    dot_fn(wty)(n, w, a)
+}
+
+/// The scalar dot kernel for weights of type `wty` (lengths already checked by the caller).
+pub(crate) fn dot_fn(wty: GgmlType) -> VecDotFn {
+    match wty {
+        GgmlType::F32 => dot_f32,
+        GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
+        GgmlType::Q4_0 => dot_q4_0_q8_0,
+        GgmlType::Q4_1 => dot_q4_1_q8_1,
+        GgmlType::Q5_0 => dot_q5_0_q8_0,
+        GgmlType::Q8_0 => dot_q8_0_q8_0,
+        GgmlType::Q8_1 => dot_q8_1_q8_1,
+        GgmlType::Q4K => dot_q4_k_q8_k,
+        GgmlType::Q6K => dot_q6_k_q8_k,
+        GgmlType::Q8K => dot_q8_k_q8_k,
+    }
+}
+
+// Float rows accumulate in f64, as ggml's generic `ggml_vec_dot_f32/f16/bf16` do.
+
+fn dot_f32(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut s = 0.0f64;
+    for (x, y) in w.chunks_exact(4).zip(a.chunks_exact(4)) {
+        s += (f32_at(x) * f32_at(y)) as f64;
+    }
+    s as f32
+}
+
+fn dot_f16(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut s = 0.0f64;
+    for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
+        s += (f16_at(x) * f16_at(y)) as f64;
+    }
+    s as f32
+}
+
+fn dot_bf16(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut s = 0.0f64;
+    for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
+        let xv = bf16::from_le_bytes([x[0], x[1]]).to_f32();
+        let yv = bf16::from_le_bytes([y[0], y[1]]).to_f32();
+        s += (xv * yv) as f64;
+    }
+    s as f32
+}
+
+fn dot_q4_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let v0 = (x[2 + j] & 0x0f) as i32 - 8;
+            let v1 = (x[2 + j] >> 4) as i32 - 8;
+            sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
+        }
+        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+    }
+    sumf
+}
+
+fn dot_q4_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let v0 = (x[4 + j] & 0x0f) as i32;
+            let v1 = (x[4 + j] >> 4) as i32;
+            sumi += v0 * (y[4 + j] as i8) as i32 + v1 * (y[20 + j] as i8) as i32;
+        }
+        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+    }
+    sumf
+}
+
+fn dot_q5_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let h0 = (((qh >> j) & 1) << 4) as i32;
+            let h1 = (((qh >> (j + 16)) & 1) << 4) as i32;
+            let v0 = ((x[6 + j] & 0x0f) as i32 | h0) - 16;
+            let v1 = ((x[6 + j] >> 4) as i32 | h1) - 16;
+            sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
+        }
+        sumf += (f16_at(x) * f16_at(y)) * sumi as f32;
+    }
+    sumf
+}
+
+fn dot_q8_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+        let sumi: i32 = x[2..]
+            .iter()
+            .zip(&y[2..])
+            .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
+            .sum();
+        sumf += sumi as f32 * (f16_at(x) * f16_at(y));
+    }
+    sumf
+}
+
+fn dot_q8_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(36).zip(a.chunks_exact(36)) {
+        let sumi: i32 = x[4..]
+            .iter()
+            .zip(&y[4..])
+            .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
+            .sum();
+        sumf += sumi as f32 * (f16_at(x) * f16_at(y));
+    }
+    sumf
+}
+
+/// Sum of the Q8_K `bsums` (16-element partial sums) in pairs: one per 32-element sub-block.
+#[inline(always)]
+fn q8k_bsum(y: &[u8], sub: usize) -> i32 {
+    let at = |k: usize| i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32;
+    at(2 * sub) + at(2 * sub + 1)
+}
+
+fn dot_q4_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let scales = &x[4..16];
+        let qs = &x[16..];
+        let q8 = &y[4..4 + QK_K];
+        let mut sumi = 0i32;
+        let mut summ = 0i32;
+        for c in 0..4 {
+            let (sc0, m0) = scale_min_k4(2 * c, scales);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
+            let (mut s0, mut s1) = (0i32, 0i32);
+            for l in 0..32 {
+                let q = qs[32 * c + l];
+                s0 += (q & 0x0f) as i32 * (q8[64 * c + l] as i8) as i32;
+                s1 += (q >> 4) as i32 * (q8[64 * c + 32 + l] as i8) as i32;
+            }
+            sumi += sc0 as i32 * s0 + sc1 as i32 * s1;
+            summ += m0 as i32 * q8k_bsum(y, 2 * c) + m1 as i32 * q8k_bsum(y, 2 * c + 1);
+        }
+        let dy = f32_at(y);
+        sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[2..]) * dy * summ as f32;
+    }
+    sumf
+}
+
+fn dot_q6_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let q8 = &y[4..4 + QK_K];
+        let mut sumi = 0i32;
+        for h in 0..2 {
+            let ql = &x[64 * h..64 * h + 64];
+            let qh = &x[128 + 32 * h..128 + 32 * h + 32];
+            let sc = &x[192 + 8 * h..192 + 8 * h + 8];
+            let q8 = &q8[128 * h..128 * h + 128];
+            // Sub-block sums: index = 16-element group within these 128 elements.
+            let mut sub = [0i32; 8];
+            for l in 0..32 {
+                let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32;
+                let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                let is = l / 16;
+                sub[is] += q1 * (q8[l] as i8) as i32;
+                sub[is + 2] += q2 * (q8[l + 32] as i8) as i32;
+                sub[is + 4] += q3 * (q8[l + 64] as i8) as i32;
+                sub[is + 6] += q4 * (q8[l + 96] as i8) as i32;
+            }
+            for k in 0..8 {
+                sumi += (sc[k] as i8) as i32 * sub[k];
+            }
+        }
+        sumf += f16_at(&x[208..]) * f32_at(y) * sumi as f32;
+    }
+    sumf
+}
+
+fn dot_q8_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(292).zip(a.chunks_exact(292)) {
+        let sumi: i32 = x[4..4 + QK_K]
+            .iter()
+            .zip(&y[4..4 + QK_K])
+            .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
+            .sum();
+        sumf += f32_at(x) * f32_at(y) * sumi as f32;
+    }
+    sumf
+}

@@ -1,0 +1,254 @@
+//! Every kernel path this CPU supports, checked against the scalar reference on random inputs:
+//! quantizers byte for byte, dequantizers exactly, dots within a stated tolerance (only the
+//! order of f32 additions may differ), and matmul / attend against loops of scalar calls.
+
+mod common;
+use common::Rng;
+use lckv_kernels::{attention, dot, quant, select, AttnScratch, GgmlType, KernelPath, KvLayout};
+
+fn paths() -> Vec<lckv_kernels::Kernels> {
+    let ps: Vec<_> = KernelPath::ALL
+        .into_iter()
+        .filter_map(|p| select(Some(p)).ok())
+        .collect();
+    assert!(
+        ps.iter().any(|k| k.path() == KernelPath::Scalar),
+        "scalar path must always exist"
+    );
+    eprintln!(
+        "testing paths: {:?}",
+        ps.iter().map(|k| k.path().name()).collect::<Vec<_>>()
+    );
+    ps
+}
+
+/// Element counts to try for `ty`: several block counts; float types also get tails that are
+/// not a multiple of the SIMD width.
+fn lengths(ty: GgmlType) -> Vec<usize> {
+    let bs = ty.block_size();
+    if bs == 1 {
+        vec![1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 576, 1001]
+    } else {
+        [1, 2, 3, 5, 8, 9].iter().map(|k| k * bs).collect()
+    }
+}
+
+/// Random weight bytes that are valid blocks: quantized from random floats, with some blocks
+/// replaced by random bytes (every bit pattern of quants/scales is a legal block) with sane
+/// f16 scales.
+fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
+    let x = rng.vec(n, 2.0);
+    let mut q = vec![0u8; ty.row_size(n).unwrap()];
+    quant::quantize_row(ty, &x, &mut q);
+    if matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q6K
+    ) {
+        let ts = ty.type_size();
+        for blk in q.chunks_exact_mut(ts).step_by(2) {
+            let r = rng.bytes(ts);
+            blk.copy_from_slice(&r);
+            let d = half::f16::from_f32(0.01 + rng.next_f32().abs() * 0.1).to_le_bytes();
+            let at = if ty == GgmlType::Q6K { 208 } else { 0 };
+            blk[at..at + 2].copy_from_slice(&d);
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K) {
+                blk[2..4].copy_from_slice(&half::f16::from_f32(0.05).to_le_bytes());
+            }
+        }
+    }
+    q
+}
+
+#[test]
+fn quantize_and_dequantize_match_scalar_exactly() {
+    let mut rng = Rng(7);
+    for k in paths() {
+        for ty in GgmlType::ALL {
+            for n in lengths(ty) {
+                let scale = 1.0 + rng.next_f32().abs() * 10.0;
+                let mut x = rng.vec(n, scale);
+                if n >= 64 {
+                    x[..32].fill(0.0); // zero block
+                    x[40] = -x[41].abs() - 5.0; // a clear negative maximum
+                }
+                let rb = ty.row_size(n).unwrap();
+                let (mut want, mut got) = (vec![0u8; rb], vec![0u8; rb]);
+                quant::quantize_row(ty, &x, &mut want);
+                k.quantize_row(ty, &x, &mut got);
+                assert!(
+                    want == got,
+                    "{} quantize {ty} n={n}: bytes differ from scalar",
+                    k.path()
+                );
+                let (mut dw, mut dg) = (vec![0f32; n], vec![0f32; n]);
+                quant::dequantize_row(ty, &want, &mut dw);
+                k.dequantize_row(ty, &want, &mut dg);
+                assert!(
+                    dw == dg,
+                    "{} dequantize {ty} n={n} differs from scalar",
+                    k.path()
+                );
+            }
+        }
+    }
+}
+
+/// Tolerance: 2e-6 of sum |w_i * a_i| (over dequantized values) plus 1e-6 absolute. Integer
+/// block sums are exact on every path; only f32 rounding of the per-block terms differs.
+#[test]
+fn vec_dot_matches_scalar() {
+    let mut rng = Rng(99);
+    for k in paths() {
+        for wty in GgmlType::ALL {
+            let aty = wty.vec_dot_type();
+            for n in lengths(wty) {
+                for _ in 0..4 {
+                    let w = random_row(&mut rng, wty, n);
+                    let mut a = vec![0u8; aty.row_size(n).unwrap()];
+                    quant::quantize_row(aty, &rng.vec(n, 3.0), &mut a);
+                    let (mut wd, mut ad) = (vec![0f32; n], vec![0f32; n]);
+                    quant::dequantize_row(wty, &w, &mut wd);
+                    quant::dequantize_row(aty, &a, &mut ad);
+                    let mag: f64 = wd
+                        .iter()
+                        .zip(&ad)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    let want = dot::vec_dot(wty, n, &w, &a);
+                    let got = k.vec_dot(wty, n, &w, &a);
+                    assert!(
+                        ((got - want) as f64).abs() <= 2e-6 * mag + 1e-6,
+                        "{} vec_dot {wty} n={n}: {got} vs scalar {want} (mag {mag})",
+                        k.path()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// matmul on a multi-thread pool equals row-by-row vec_dot of the same path, bit for bit (the
+/// same kernel computes every element), for batches below, at and above the batch tile.
+#[test]
+fn matmul_matches_vec_dot() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut rng = Rng(5);
+    for k in paths() {
+        for wty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::F32,
+            GgmlType::F16,
+        ] {
+            let aty = wty.vec_dot_type();
+            let (rows, cols) = (301, 512);
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_row(&mut rng, wty, cols))
+                .collect();
+            let arb = aty.row_size(cols).unwrap();
+            let wrb = wty.row_size(cols).unwrap();
+            for batch in [1usize, 3, 8, 11] {
+                let mut a = vec![0u8; batch * arb];
+                for b in 0..batch {
+                    quant::quantize_row(aty, &rng.vec(cols, 1.0), &mut a[b * arb..(b + 1) * arb]);
+                }
+                let mut out = vec![f32::NAN; batch * rows];
+                pool.install(|| k.matmul(wty, &w, rows, cols, &a, batch, &mut out));
+                for b in 0..batch {
+                    for r in 0..rows {
+                        let want = k.vec_dot(
+                            wty,
+                            cols,
+                            &w[r * wrb..(r + 1) * wrb],
+                            &a[b * arb..(b + 1) * arb],
+                        );
+                        assert_eq!(
+                            out[b * rows + r],
+                            want,
+                            "{} matmul {wty} batch {batch} b={b} r={r}",
+                            k.path()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Kernels::attend equals attend_scalar within 1e-5 (relative to max |V|) on every cache type.
+#[test]
+fn attend_matches_scalar() {
+    let mut rng = Rng(11);
+    for k in paths() {
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0] {
+            let layout = KvLayout::new(ty, 2, 64).unwrap();
+            let ctx = 37;
+            let mut kc = vec![0u8; ctx * layout.pos_bytes()];
+            let mut vc = vec![0u8; ctx * layout.pos_bytes()];
+            for row in 0..ctx * 2 {
+                let rb = layout.row_bytes();
+                quant::quantize_row(ty, &rng.vec(64, 1.0), &mut kc[row * rb..(row + 1) * rb]);
+                quant::quantize_row(ty, &rng.vec(64, 1.0), &mut vc[row * rb..(row + 1) * rb]);
+            }
+            let q = rng.vec(64, 1.0);
+            let mut s1 = AttnScratch::new(ctx, 64);
+            let mut s2 = AttnScratch::new(ctx, 64);
+            for (g, vis) in [(0, 0..ctx), (1, 5..20), (1, 3..3)] {
+                let (mut o1, mut o2) = (vec![0f32; 64], vec![1f32; 64]);
+                attention::attend_scalar(
+                    &layout,
+                    &kc,
+                    &vc,
+                    g,
+                    vis.clone(),
+                    &q,
+                    0.125,
+                    &mut s1,
+                    &mut o1,
+                );
+                k.attend(
+                    &layout,
+                    &kc,
+                    &vc,
+                    g,
+                    vis.clone(),
+                    &q,
+                    0.125,
+                    &mut s2,
+                    &mut o2,
+                );
+                for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5,
+                        "{} attend {ty} g={g} {vis:?} [{i}]: {a} vs {b}",
+                        k.path()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_or_unknown_paths_are_errors() {
+    for p in KernelPath::ALL {
+        match select(Some(p)) {
+            Ok(k) => assert!(p.cpu_supports() && k.path() == p),
+            Err(e) => assert!(e.contains(p.name()), "error should name the path: {e}"),
+        }
+    }
+    assert!("avx3"
+        .parse::<KernelPath>()
+        .unwrap_err()
+        .contains("scalar, avx2"));
+    assert_eq!("AVX2".parse::<KernelPath>().unwrap(), KernelPath::Avx2);
+    assert_eq!(KernelPath::Avx512.to_string(), "avx512");
+    // The default choice is one of the supported paths.
+    assert!(lckv_kernels::kernels().path().cpu_supports());
+}
