@@ -78,7 +78,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let model = super::open(&margs)?;
     let kv_tok = bytes_per_token(&model.cfg, lckv::memory::kv_cache::parse_kv_type(&margs.kv_type)?)?;
     let weights = model.weights.mapped_bytes();
-    let kern = lckv_kernels::select_from_env().map_err(Error::Usage)?;
+    let kern = super::kernels()?;
     let name = margs.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     if !a.json {
         println!("model: {name}  weights {:.1} MiB  KV {} B/token  plan {}  kernels {}", weights as f64 / 1048576.0, kv_tok, model.cfg.plan.layer_types(), kern.path());
@@ -95,7 +95,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         pool.install(|| -> Result<()> {
             let bw = read_bandwidth();
             let mut session = super::session(&margs, &model, 1, true)?;
-            let mut report = |test: String, tps: Vec<f64>, gbs: f64| {
+            let report = |test: String, tps: Vec<f64>, gbs: f64| {
                 let (m, sd) = mean_sd(&tps);
                 if a.json {
                     println!(

@@ -45,7 +45,7 @@ fn show(v: &Value) -> String {
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
-    let kern = lckv_kernels::select_from_env().map_err(Error::Usage)?;
+    let kern = super::kernels()?;
     let file = GgufFile::open(&a.file).map_err(|e| Error::Model(format!("cannot open {}: {e}", a.file.display())))?;
     println!("file: {} (GGUF v{}, {} bytes, alignment {})", a.file.display(), file.version(), file.file_size(), file.alignment());
     println!("kernels: {}", kern.path());

@@ -96,6 +96,12 @@ impl SamplingArgs {
     }
 }
 
+/// The kernel path for this process; a bad `LCKV_KERNELS` is an error here rather than a warning.
+pub fn kernels() -> Result<&'static lckv_kernels::Kernels> {
+    lckv_kernels::dispatch::kernels_from_env().map_err(Error::Usage)?;
+    Ok(lckv_kernels::kernels())
+}
+
 pub fn init_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {
         if t == 0 {
@@ -122,7 +128,7 @@ pub fn open(args: &ModelArgs) -> Result<Model> {
 
 /// Builds a session (context, batch, KV type, budget) and prints the plan to stderr.
 pub fn session<'m>(args: &ModelArgs, model: &'m Model, logit_rows: usize, quiet: bool) -> Result<Session<'m>> {
-    let kern = lckv_kernels::select_from_env().map_err(Error::Usage)?;
+    let kern = kernels()?;
     let kv_type = parse_kv_type(&args.kv_type)?;
     let prefill = PrefillChoice::parse(&args.prefill)?;
     if let Some(t) = args.early_exit {

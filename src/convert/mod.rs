@@ -152,7 +152,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
 
     let n_tensors = ckpt.names().count();
     let pb = progress(n_tensors, "converting");
-    let mut matrix = |w: &mut GgufWriter, hf: &str, gguf: &str, permute: Option<usize>| -> Result<()> {
+    let matrix = |w: &mut GgufWriter, hf: &str, gguf: &str, permute: Option<usize>| -> Result<()> {
         let (shape, mut v) = ckpt.get(hf)?;
         if shape.len() != 2 {
             return Err(Error::Model(format!("{hf} has shape {shape:?}, expected a matrix")));

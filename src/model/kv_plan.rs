@@ -75,7 +75,8 @@ impl KvPlan {
         }
         // The published checkpoints all train with the diagonal masked.
         plan.force_nodiag = !plan.is_identity();
-        plan.validate()?;
+        // The window size comes from elsewhere (config or model); the caller validates it.
+        plan.validate_sources()?;
         Ok(plan)
     }
 
@@ -189,6 +190,18 @@ impl KvPlan {
     /// Checks the plan is runnable: indices in range, producers read their own cache, a window
     /// wherever a layer slides.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_sources()?;
+        if self.sliding.iter().any(|&s| s) && self.window == 0 {
+            return Err("KV plan marks sliding-window layers but the window size is 0".into());
+        }
+        if self.passes() == 0 {
+            return Err("KV plan: forward_passes + backward_passes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the source indices alone.
+    pub fn validate_sources(&self) -> Result<(), String> {
         let l = self.sources.len();
         if l == 0 {
             return Err("KV plan is empty".into());
@@ -206,12 +219,6 @@ impl KvPlan {
                     self.sources[s]
                 ));
             }
-        }
-        if self.sliding.iter().any(|&s| s) && self.window == 0 {
-            return Err("KV plan marks sliding-window layers but the window size is 0".into());
-        }
-        if self.passes() == 0 {
-            return Err("KV plan: forward_passes + backward_passes must be at least 1".into());
         }
         Ok(())
     }

@@ -67,9 +67,10 @@ pub fn gguf_vocab(g: &GgufFile) -> Result<GgufVocab> {
         .get_str(&tok("model"))?
         .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.model is missing: the file has no vocabulary".into()))?
         .to_string();
-    let tokens = g
-        .get_str_array(&tok("tokens"))?
-        .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.tokens is missing".into()))?;
+    let strings = |k: &str| -> Result<Option<Vec<String>>> {
+        Ok(g.get_str_array(&tok(k))?.map(|v| v.into_iter().map(str::to_string).collect()))
+    };
+    let tokens = strings("tokens")?.ok_or_else(|| Error::Tokenizer("tokenizer.ggml.tokens is missing".into()))?;
     let token_types = match g.get_array(&tok("token_type"))? {
         Some(a) => Some(
             a.iter()
@@ -85,7 +86,7 @@ pub fn gguf_vocab(g: &GgufFile) -> Result<GgufVocab> {
         tokens,
         scores: g.get_f32_array(&tok("scores"))?,
         token_types,
-        merges: g.get_str_array(&tok("merges"))?,
+        merges: strings("merges")?,
         bos: g.get_u32(&tok("bos_token_id"))?,
         eos: g.get_u32(&tok("eos_token_id"))?,
         eot: g.get_u32(&tok("eot_token_id"))?,
