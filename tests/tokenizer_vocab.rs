@@ -1,6 +1,7 @@
 //! llama.cpp's own tokenizer vectors (test-tokenizer-0): every case of the vocabularies used by
 //! the llama, phi3, qwen2 and gpt2 architectures must encode to llama.cpp's ids
-//! (add_special = false, parse_special = false, as the upstream test runs them).
+//! (add_special = false, parse_special = false, as the upstream test runs them). The other
+//! byte-level vocabularies whose pre-tokenizer is supported are checked too.
 
 mod tokenizer_common;
 
@@ -43,4 +44,34 @@ fn qwen2() {
 #[test]
 fn gpt_2() {
     check("ggml-vocab-gpt-2");
+}
+
+#[test]
+fn starcoder() {
+    check("ggml-vocab-starcoder");
+}
+
+#[test]
+fn refact() {
+    check("ggml-vocab-refact");
+}
+
+#[test]
+fn mpt() {
+    check("ggml-vocab-mpt");
+}
+
+#[test]
+fn command_r() {
+    check("ggml-vocab-command-r");
+}
+
+#[test]
+fn falcon() {
+    check("ggml-vocab-falcon");
+}
+
+#[test]
+fn qwen35() {
+    check("ggml-vocab-qwen35");
 }
