@@ -35,7 +35,10 @@ fn spm_mixed_text_streams_to_the_decoded_text() {
     let text = "Hello 🦙🦙 world ฿ 在 Cửa Việt 😁 ?";
     let ids = tok.encode(text, false, false).unwrap();
     // Some of these characters are outside the vocabulary and must use byte tokens.
-    assert!(ids.iter().any(|&id| (3..259).contains(&id)), "no byte-fallback token in {ids:?}");
+    assert!(
+        ids.iter().any(|&id| (3..259).contains(&id)),
+        "no byte-fallback token in {ids:?}"
+    );
     let joined: String = stream(&tok, &ids).concat();
     assert_eq!(joined, format!(" {text}"));
     assert_eq!(tok.decode(&ids, false), text);
@@ -47,7 +50,9 @@ fn byte_level_bpe_pieces_split_inside_characters() {
     let text = "我想在apple工作 😁 🚀 ✅ нещо";
     let ids = tok.encode(text, false, false).unwrap();
     // At least one piece alone is not valid UTF-8, so the decoder really has to hold bytes.
-    assert!(ids.iter().any(|&id| std::str::from_utf8(tok.piece(id)).is_err()));
+    assert!(ids
+        .iter()
+        .any(|&id| std::str::from_utf8(tok.piece(id)).is_err()));
     let chunks = stream(&tok, &ids);
     assert_eq!(chunks.concat(), text);
     assert!(chunks.iter().filter(|c| c.is_empty()).count() > 1);

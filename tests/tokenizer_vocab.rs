@@ -17,8 +17,18 @@ fn check(name: &str) {
             failures.push(format!("  {text:?}\n    want {want:?}\n    got  {got:?}"));
         }
     }
-    println!("{name}: {}/{} cases pass", cases.len() - failures.len(), cases.len());
-    assert!(failures.is_empty(), "{name}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    println!(
+        "{name}: {}/{} cases pass",
+        cases.len() - failures.len(),
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -13,8 +13,7 @@ use tokenizers::SplitDelimiterBehavior;
 
 use super::*;
 
-const GPT2: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN35: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -31,7 +30,12 @@ struct PreSpec {
 /// The `pre` values supported, grouped as in llama.cpp's llama_vocab::load.
 fn pre_spec(pre: &str) -> Option<PreSpec> {
     let s = |regexes, ignore_merges, add_bos, clean_spaces| {
-        Some(PreSpec { regexes, ignore_merges, add_bos, clean_spaces })
+        Some(PreSpec {
+            regexes,
+            ignore_merges,
+            add_bos,
+            clean_spaces,
+        })
     };
     match pre {
         "default" => s(
@@ -111,7 +115,13 @@ const FIM_MID: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP: &[&str] = &["<|file_sep|>"];
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
@@ -161,17 +171,27 @@ fn err(m: impl Into<String>) -> Error {
 pub(crate) fn from_gguf_vocab(v: &GgufVocab) -> Result<Tokenizer, Error> {
     let n = v.tokens.len();
     if n == 0 {
-        return Err(err("the vocabulary has no tokens (tokenizer.ggml.tokens is empty)"));
+        return Err(err(
+            "the vocabulary has no tokens (tokenizer.ggml.tokens is empty)",
+        ));
     }
     if n > u32::MAX as usize / 2 {
-        return Err(err(format!("the vocabulary has {n} tokens, more than ids can address")));
+        return Err(err(format!(
+            "the vocabulary has {n} tokens, more than ids can address"
+        )));
     }
     // llama.cpp replaces empty texts so that no token can match the empty string.
     let texts: Vec<String> = v
         .tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() })
+        .map(|(i, t)| {
+            if t.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                t.clone()
+            }
+        })
         .collect();
     let mut attrs = vec![ATTR_NORMAL; n];
     if let Some(tt) = &v.token_types {
@@ -202,7 +222,11 @@ pub(crate) fn from_gguf_vocab(v: &GgufVocab) -> Result<Tokenizer, Error> {
         }
     }
     // Later duplicates win, as in llama.cpp's token_to_id map.
-    let vocab: Vocab = texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: Vocab = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let check = |name: &str, id: Option<u32>| -> Result<Option<u32>, Error> {
         match id {
             Some(i) if i as usize >= n => Err(err(format!(
@@ -269,7 +293,11 @@ pub(crate) fn from_gguf_vocab(v: &GgufVocab) -> Result<Tokenizer, Error> {
     Ok(finish(parts))
 }
 
-fn byte_bpe(vocab: Vocab, merges: &[String], spec: &PreSpec) -> Result<tokenizers::Tokenizer, Error> {
+fn byte_bpe(
+    vocab: Vocab,
+    merges: &[String],
+    spec: &PreSpec,
+) -> Result<tokenizers::Tokenizer, Error> {
     let mut pairs = Vec::with_capacity(merges.len());
     for m in merges {
         // llama.cpp splits at the first space after the first byte.
@@ -291,8 +319,12 @@ fn byte_bpe(vocab: Vocab, merges: &[String], spec: &PreSpec) -> Result<tokenizer
         .map_err(|e| err(format!("building the BPE model failed: {e}")))?;
     let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
     for r in spec.regexes {
-        let split = Split::new(SplitPattern::Regex((*r).to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| err(format!("pre-tokenizer regex {r:?} does not compile: {e}")))?;
+        let split = Split::new(
+            SplitPattern::Regex((*r).to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| err(format!("pre-tokenizer regex {r:?} does not compile: {e}")))?;
         pre.push(split.into());
     }
     pre.push(ByteLevel::new(false, false, false).into());
@@ -330,21 +362,38 @@ fn spm_bpe(
             (t[..k as usize].to_string(), t[k as usize..].to_string())
         })
         .collect();
-    let mut b = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true);
+    let mut b = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true);
     if let Some(u) = unk {
         b = b.unk_token(texts[u as usize].clone());
     }
-    let model = b.build().map_err(|e| err(format!("building the SentencePiece model failed: {e}")))?;
+    let model = b
+        .build()
+        .map_err(|e| err(format!("building the SentencePiece model failed: {e}")))?;
     Ok(tokenizers::Tokenizer::new(model))
 }
 
 fn find_first(texts: &[String], names: &[&str]) -> Option<u32> {
-    texts.iter().position(|t| names.contains(&t.as_str())).map(|i| i as u32)
+    texts
+        .iter()
+        .position(|t| names.contains(&t.as_str()))
+        .map(|i| i as u32)
 }
 
 /// Special-token detection, EOG set, special split order and pieces (llama_vocab::load).
 pub(crate) fn finish(p: Parts) -> Tokenizer {
-    let Parts { kind, hf, texts, mut attrs, bos, eos, eot, eom, .. } = p;
+    let Parts {
+        kind,
+        hf,
+        texts,
+        mut attrs,
+        bos,
+        eos,
+        eot,
+        eom,
+        ..
+    } = p;
     let n = texts.len();
     let mut eot = eot;
     let mut eom = eom;
@@ -362,7 +411,10 @@ pub(crate) fn finish(p: Parts) -> Tokenizer {
         }
     }
     let mut fim = [None; 6];
-    for (slot, names) in fim.iter_mut().zip([FIM_PRE, FIM_SUF, FIM_MID, FIM_PAD, FIM_REP, FIM_SEP]) {
+    for (slot, names) in fim
+        .iter_mut()
+        .zip([FIM_PRE, FIM_SUF, FIM_MID, FIM_PAD, FIM_REP, FIM_SEP])
+    {
         *slot = find_first(&texts, names);
         if let Some(id) = *slot {
             mark(&mut attrs, id);
@@ -382,16 +434,17 @@ pub(crate) fn finish(p: Parts) -> Tokenizer {
             eog[i] = true;
             attrs[i] |= ATTR_CONTROL;
         }
-        if matches!(t.as_str(), "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>") {
+        if matches!(
+            t.as_str(),
+            "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
+        ) {
             attrs[i] = ATTR_USER_DEFINED;
         }
     }
     for id in [eos, eot, eom].into_iter().flatten() {
         eog[id as usize] = true;
     }
-    let eog_with = |eog: &[bool], s: &str| {
-        (0..n).find(|&i| eog[i] && texts[i] == s)
-    };
+    let eog_with = |eog: &[bool], s: &str| (0..n).find(|&i| eog[i] && texts[i] == s);
     let (ret, call, calls, flush) = (
         eog_with(&eog, "<|return|>"),
         eog_with(&eog, "<|call|>"),
@@ -400,7 +453,7 @@ pub(crate) fn finish(p: Parts) -> Tokenizer {
     );
     let has_call = call.is_some() || calls.is_some();
     if let Some(end) = eog_with(&eog, "<|end|>") {
-        if (ret.is_some() && has_call) || (has_call && flush.is_some()) {
+        if has_call && (ret.is_some() || flush.is_some()) {
             eog[end] = false;
             attrs[end] = ATTR_USER_DEFINED;
         }
@@ -436,8 +489,11 @@ pub(crate) fn finish(p: Parts) -> Tokenizer {
         }
         piece_off.push(piece_bytes.len() as u32);
     }
-    let text_to_id: HashMap<String, u32> =
-        texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let text_to_id: HashMap<String, u32> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     Tokenizer {
         kind,
         hf,
@@ -463,7 +519,8 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).unwrap_or('\0')
         } else {

@@ -36,10 +36,16 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading tokenizer file {}", path.display()), e))?;
     let doc: Value = serde_json::from_str(&raw).map_err(|e| {
-        err(format!("{} is not valid JSON ({e}); pass an HF tokenizer.json", path.display()))
+        err(format!(
+            "{} is not valid JSON ({e}); pass an HF tokenizer.json",
+            path.display()
+        ))
     })?;
     let full = tokenizers::Tokenizer::from_file(path).map_err(|e| {
-        err(format!("{} is not a tokenizer.json the tokenizers crate can load: {e}", path.display()))
+        err(format!(
+            "{} is not a tokenizer.json the tokenizers crate can load: {e}",
+            path.display()
+        ))
     })?;
     let byte_level = is_byte_level(doc.get("pre_tokenizer").unwrap_or(&Value::Null))
         || is_byte_level(doc.get("decoder").unwrap_or(&Value::Null));
@@ -56,13 +62,19 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
     let texts: Vec<String> = texts
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.filter(|t| !t.is_empty()).unwrap_or_else(|| format!("[EMPTY_{i}]")))
+        .map(|(i, t)| {
+            t.filter(|t| !t.is_empty())
+                .unwrap_or_else(|| format!("[EMPTY_{i}]"))
+        })
         .collect();
     let mut attrs = vec![ATTR_NORMAL; n];
     if !byte_level {
         for (t, a) in texts.iter().zip(attrs.iter_mut()) {
             let b = t.as_bytes();
-            if b.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && b[3].is_ascii_hexdigit()
+            if b.len() == 6
+                && t.starts_with("<0x")
+                && t.ends_with('>')
+                && b[3].is_ascii_hexdigit()
                 && b[4].is_ascii_hexdigit()
             {
                 *a = ATTR_BYTE;
@@ -71,7 +83,11 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
     }
     for (id, tok) in full.get_added_tokens_decoder() {
         if let Some(a) = attrs.get_mut(id as usize) {
-            *a = if tok.special { ATTR_CONTROL } else { ATTR_USER_DEFINED };
+            *a = if tok.special {
+                ATTR_CONTROL
+            } else {
+                ATTR_USER_DEFINED
+            };
         }
     }
 
@@ -83,9 +99,8 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
 
     let cfg_path = path.with_file_name("tokenizer_config.json");
     let cfg: Value = match std::fs::read_to_string(&cfg_path) {
-        Ok(s) => serde_json::from_str(&s).map_err(|e| {
-            err(format!("{} is not valid JSON ({e})", cfg_path.display()))
-        })?,
+        Ok(s) => serde_json::from_str(&s)
+            .map_err(|e| err(format!("{} is not valid JSON ({e})", cfg_path.display())))?,
         Err(_) => Value::Null,
     };
     let id_of = |key: &str| -> Option<u32> {
@@ -94,17 +109,27 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
     let bos = id_of("bos_token");
     let eos = id_of("eos_token");
     // Without explicit flags, see what the file's post-processor adds around a plain word.
-    let with = full.encode("a", true).map(|e| e.get_ids().to_vec()).unwrap_or_default();
-    let without = full.encode("a", false).map(|e| e.get_ids().to_vec()).unwrap_or_default();
+    let with = full
+        .encode("a", true)
+        .map(|e| e.get_ids().to_vec())
+        .unwrap_or_default();
+    let without = full
+        .encode("a", false)
+        .map(|e| e.get_ids().to_vec())
+        .unwrap_or_default();
     let added = with.len() > without.len();
-    let add_bos = cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(
-        added && bos.is_some() && with.first().copied() == bos,
-    );
-    let add_eos = cfg.get("add_eos_token").and_then(Value::as_bool).unwrap_or(
-        added && eos.is_some() && with.last().copied() == eos,
-    );
-    let clean_spaces =
-        cfg.get("clean_up_tokenization_spaces").and_then(Value::as_bool).unwrap_or(false);
+    let add_bos = cfg
+        .get("add_bos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(added && bos.is_some() && with.first().copied() == bos);
+    let add_eos = cfg
+        .get("add_eos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(added && eos.is_some() && with.last().copied() == eos);
+    let clean_spaces = cfg
+        .get("clean_up_tokenization_spaces")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     // A Metaspace/Prepend pipeline puts a space before the first word; decoding drops it.
     let first_piece_spaced = hf
         .encode_fast("a", false)
@@ -113,7 +138,11 @@ pub(crate) fn from_json_file(path: &Path) -> Result<Tokenizer, Error> {
         .and_then(|id| texts.get(id as usize))
         .is_some_and(|t| t.starts_with('\u{2581}'));
     let parts = Parts {
-        kind: if byte_level { Kind::ByteBpe } else { Kind::Json },
+        kind: if byte_level {
+            Kind::ByteBpe
+        } else {
+            Kind::Json
+        },
         hf,
         texts,
         attrs,

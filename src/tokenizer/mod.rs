@@ -217,8 +217,7 @@ impl Tokenizer {
             remove_space = false;
             ids = &ids[1..];
         }
-        if skip_special && self.add_eos && !ids.is_empty() && Some(ids[ids.len() - 1]) == self.eos
-        {
+        if skip_special && self.add_eos && !ids.is_empty() && Some(ids[ids.len() - 1]) == self.eos {
             ids = &ids[..ids.len() - 1];
         }
         let mut text: Vec<u8> = Vec::new();

@@ -32,7 +32,12 @@ impl StreamDecoder {
     /// A decoder that renders control tokens (BOS, `<|im_end|>`, ...) as nothing, like
     /// llama.cpp's token_to_piece with special = false.
     pub fn new() -> Self {
-        StreamDecoder { pending: [0; 4], n_pending: 0, out: String::with_capacity(64), show_special: false }
+        StreamDecoder {
+            pending: [0; 4],
+            n_pending: 0,
+            out: String::with_capacity(64),
+            show_special: false,
+        }
     }
 
     /// Whether control tokens render as their text.
@@ -44,10 +49,15 @@ impl StreamDecoder {
     /// Feeds one token; returns the text that is complete now (maybe empty).
     pub fn push<'a>(&'a mut self, tok: &Tokenizer, id: u32) -> &'a str {
         self.out.clear();
-        let mut bytes = if !self.show_special && tok.is_control(id) { &[][..] } else { tok.piece(id) };
+        let mut bytes = if !self.show_special && tok.is_control(id) {
+            &[][..]
+        } else {
+            tok.piece(id)
+        };
         if self.n_pending > 0 {
             let need = seq_len(self.pending[0]);
-            while self.n_pending < need && bytes.first().is_some_and(|&b| (0x80..0xc0).contains(&b)) {
+            while self.n_pending < need && bytes.first().is_some_and(|&b| (0x80..0xc0).contains(&b))
+            {
                 self.pending[self.n_pending] = bytes[0];
                 self.n_pending += 1;
                 bytes = &bytes[1..];
@@ -70,7 +80,8 @@ impl StreamDecoder {
                 }
                 Err(e) => {
                     let (good, rest) = bytes.split_at(e.valid_up_to());
-                    self.out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                    self.out
+                        .push_str(std::str::from_utf8(good).unwrap_or_default());
                     match e.error_len() {
                         Some(bad) => {
                             self.out.push('\u{fffd}');

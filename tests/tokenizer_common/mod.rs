@@ -38,7 +38,10 @@ pub fn vocab_dir() -> PathBuf {
 pub fn load_vocab(name: &str) -> GgufVocab {
     let path = vocab_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run scripts/fetch_vocab_tests.sh first", path.display())
+        panic!(
+            "{}: {e}; run scripts/fetch_vocab_tests.sh first",
+            path.display()
+        )
     });
     let j: VocabJson = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{}: bad vocabulary dump: {e}", path.display()));
@@ -73,7 +76,10 @@ pub fn vocab_cases(name: &str) -> Vec<(String, Vec<u32>)> {
     let inp_path = dir.join(format!("{name}.gguf.inp"));
     let out_path = dir.join(format!("{name}.gguf.out"));
     let inp = std::fs::read_to_string(&inp_path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run scripts/fetch_vocab_tests.sh first", inp_path.display())
+        panic!(
+            "{}: {e}; run scripts/fetch_vocab_tests.sh first",
+            inp_path.display()
+        )
     });
     let out = std::fs::read_to_string(&out_path)
         .unwrap_or_else(|e| panic!("{}: {e}", out_path.display()));
@@ -94,8 +100,16 @@ pub fn vocab_cases(name: &str) -> Vec<(String, Vec<u32>)> {
     }
     let outputs: Vec<Vec<u32>> = out
         .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().expect("token id")).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.parse().expect("token id"))
+                .collect()
+        })
         .collect();
-    assert_eq!(inputs.len(), outputs.len(), "{name}: .inp and .out disagree on the case count");
+    assert_eq!(
+        inputs.len(),
+        outputs.len(),
+        "{name}: .inp and .out disagree on the case count"
+    );
     inputs.into_iter().zip(outputs).collect()
 }
