@@ -16,20 +16,14 @@ pub enum Error {
     /// A request the caller can fix: a prompt longer than the context, a bad flag value.
     Usage(String),
     /// An I/O failure with the path or action it concerns.
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
