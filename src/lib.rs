@@ -9,6 +9,8 @@ pub mod error;
 pub mod gguf;
 pub mod memory;
 pub mod model;
+#[cfg(feature = "reference")]
+pub mod reference;
 pub mod sampler;
 pub mod tokenizer;
 
