@@ -12,6 +12,8 @@ pub mod gguf;
 pub mod memory;
 pub mod model;
 pub mod npy;
+#[cfg(feature = "reference")]
+pub mod reference;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

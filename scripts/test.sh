@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's one test command: every test of the workspace in release mode with the llama.cpp
+# oracle (feature `reference`), then formatting and lints. Needs the models and venv:
+#   scripts/setup_venv.sh && scripts/fetch_models.sh && scripts/make_test_models.sh
+# Lints run first (they fail fast and share the release build with the tests: clippy uses
+# --release so that llama.cpp, built by llama-cpp-sys-2's build script, is compiled once, not
+# once per profile); the tests run last and their summary lines close the output.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+
+echo "== cargo clippy" >&2
+cargo clippy --workspace --release --all-targets --features reference -- -D warnings
+
+echo "== cargo test" >&2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --release --features reference 2>&1 | tee "$log" || status=$?
+
+echo
+echo "== summary"
+grep -E '^(test result:|     Running|   Doc-tests)' "$log" || true
+if [[ $status -ne 0 ]]; then
+  echo "tests FAILED (cargo test exit $status)"
+fi
+exit "$status"
