@@ -8,7 +8,7 @@
 
 use crate::dot::VecDotFn;
 use crate::formats::{GgmlType, QK_K};
-use crate::quant::{f32_at, scale_min_k4, QuantFn};
+use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, QuantFn};
 use std::arch::x86_64::*;
 
 /// Overrides the scalar entries of the tables with this file's kernels.
@@ -47,15 +47,6 @@ safe_wrappers! {
     quantize_q8_0 => quantize_q8_0_impl(src: &[f32], dst: &mut [u8]);
     quantize_q8_1 => quantize_q8_1_impl(src: &[f32], dst: &mut [u8]);
     quantize_q8_k => quantize_q8_k_impl(src: &[f32], dst: &mut [u8]);
-}
-
-/// The little-endian f16 at `b[0..2]` as f32, with the F16C instruction (the `half` crate
-/// would check CPU features on every call).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn h2f(b: &[u8]) -> f32 {
-    let bits = u16::from_le_bytes([b[0], b[1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// Writes `v` as a little-endian f16 (round to nearest even, as `half` does) into `b[0..2]`.

@@ -5,10 +5,10 @@
 //! Reached only through `install`, which dispatch calls after detecting avx512f, avx512bw,
 //! avx512vl, avx2, fma and f16c; the safe wrappers rely on that.
 
-use super::avx2::{self, h2f};
+use super::avx2;
 use crate::dot::VecDotFn;
 use crate::formats::GgmlType;
-use crate::quant::{f32_at, scale_min_k4};
+use crate::quant::{f16_at as h2f, f32_at, scale_min_k4};
 use std::arch::x86_64::*;
 
 /// Overrides table entries with this file's kernels (call after `avx2::install`).
