@@ -49,6 +49,18 @@ safe_wrappers! {
     quantize_q8_k => quantize_q8_k_impl(src: &[f32], dst: &mut [u8]);
 }
 
+/// The product of the f16 at `a[0..2]` and the f16 at `b[0..2]`, both converted by one F16C
+/// instruction. Both lanes are used, so the compiler loads them with a zeroing `vmovd` (a scalar
+/// F16C conversion gets merged into a live register: a false dependency on the accumulator).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hmul(a: &[u8], b: &[u8]) -> f32 {
+    let bits =
+        u16::from_le_bytes([a[0], a[1]]) as u32 | (u16::from_le_bytes([b[0], b[1]]) as u32) << 16;
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
 /// Writes `v` as a little-endian f16 (round to nearest even, as `half` does) into `b[0..2]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -178,7 +190,7 @@ pub(super) unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let eight = _mm256_set1_epi8(8);
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(h2f(x) * h2f(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
         let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
         let s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
@@ -192,8 +204,8 @@ pub(super) unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
-        let d = _mm256_set1_ps(h2f(x) * h2f(y));
-        mins += h2f(&x[2..]) * h2f(&y[2..]);
+        let d = _mm256_set1_ps(hmul(x, y));
+        mins += hmul(&x[2..], &y[2..]);
         // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
         let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
@@ -224,7 +236,7 @@ pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let sixteen = _mm256_set1_epi8(16);
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(h2f(x) * h2f(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
         // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
         let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
@@ -238,7 +250,7 @@ pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(h2f(x) * h2f(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         // SAFETY: both blocks hold 32 quants at 2.
         let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);

@@ -5,7 +5,7 @@
 //! Reached only through `install`, which dispatch calls after detecting avx512f, avx512bw,
 //! avx512vl, avx2, fma and f16c; the safe wrappers rely on that.
 
-use super::avx2;
+use super::avx2::{self, hmul};
 use crate::dot::VecDotFn;
 use crate::formats::GgmlType;
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4};
@@ -174,7 +174,7 @@ macro_rules! paired_blocks {
 unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let eight = _mm512_set1_epi8(8);
     paired_blocks!(w, a, 18, 34, avx2::dot_q4_0_impl, |x, y| |acc| {
-        let d = two_scales(h2f(x) * h2f(y), h2f(&x[18..]) * h2f(&y[34..]));
+        let d = two_scales(hmul(x, y), hmul(&x[18..], &y[34..]));
         // SAFETY: each 18-byte block has 16 nibble bytes at 2; each 34-byte block 32 quants at 2.
         let (qx, qy) = unsafe {
             (
@@ -191,8 +191,8 @@ unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut mins = 0.0f32;
     let s = paired_blocks!(w, a, 20, 36, avx2::dot_q4_1_impl, |x, y| |acc| {
-        let d = two_scales(h2f(x) * h2f(y), h2f(&x[20..]) * h2f(&y[36..]));
-        mins += h2f(&x[2..]) * h2f(&y[2..]) + h2f(&x[22..]) * h2f(&y[38..]);
+        let d = two_scales(hmul(x, y), hmul(&x[20..], &y[36..]));
+        mins += hmul(&x[2..], &y[2..]) + hmul(&x[22..], &y[38..]);
         // SAFETY: each 20-byte block has 16 nibble bytes at 4; each 36-byte block 32 quants at 4.
         let (qx, qy) = unsafe {
             (
@@ -210,7 +210,7 @@ unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let sixteen = _mm512_set1_epi8(16);
     let bit4 = _mm512_set1_epi8(0x10);
     paired_blocks!(w, a, 22, 34, avx2::dot_q5_0_impl, |x, y| |acc| {
-        let d = two_scales(h2f(x) * h2f(y), h2f(&x[22..]) * h2f(&y[34..]));
+        let d = two_scales(hmul(x, y), hmul(&x[22..], &y[34..]));
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]) as u64
             | (u32::from_le_bytes([x[24], x[25], x[26], x[27]]) as u64) << 32;
         // Byte i of the pair gets 0x10 when bit i of the two qh words is set.
@@ -230,7 +230,7 @@ unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     paired_blocks!(w, a, 34, 34, avx2::dot_q8_0_impl, |x, y| |acc| {
-        let d = two_scales(h2f(x) * h2f(y), h2f(&x[34..]) * h2f(&y[34..]));
+        let d = two_scales(hmul(x, y), hmul(&x[34..], &y[34..]));
         // SAFETY: each 34-byte block has 32 quants at 2.
         let (qx, qy) = unsafe {
             (
