@@ -73,7 +73,7 @@ impl KernelPath {
         match self {
             KernelPath::Scalar => true,
             KernelPath::Avx2 | KernelPath::Avx512 => cfg!(target_arch = "x86_64"),
-            KernelPath::Neon | KernelPath::Dotprod => false,
+            KernelPath::Neon | KernelPath::Dotprod => cfg!(target_arch = "aarch64"),
         }
     }
 }
@@ -177,6 +177,13 @@ fn build(path: KernelPath) -> Kernels {
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    match path {
+        // Only reached after cpu_supports() confirmed neon (and dotprod).
+        KernelPath::Neon => crate::arch::arm::neon::install_neon(&mut k.dot),
+        KernelPath::Dotprod => crate::arch::arm::neon::install_dotprod(&mut k.dot),
+        _ => {}
     }
     k
 }
