@@ -72,8 +72,8 @@ impl KernelPath {
     pub fn implemented(self) -> bool {
         match self {
             KernelPath::Scalar => true,
-            KernelPath::Avx2 => cfg!(target_arch = "x86_64"),
-            KernelPath::Avx512 | KernelPath::Neon | KernelPath::Dotprod => false,
+            KernelPath::Avx2 | KernelPath::Avx512 => cfg!(target_arch = "x86_64"),
+            KernelPath::Neon | KernelPath::Dotprod => cfg!(target_arch = "aarch64"),
         }
     }
 }
@@ -170,9 +170,20 @@ fn build(path: KernelPath) -> Kernels {
         dequant: GgmlType::ALL.map(crate::quant::dequant_fn),
     };
     #[cfg(target_arch = "x86_64")]
-    if path == KernelPath::Avx2 {
-        // Only reached after cpu_supports() confirmed avx2 + fma + f16c.
+    if matches!(path, KernelPath::Avx2 | KernelPath::Avx512) {
+        // Only reached after cpu_supports() confirmed avx2 + fma + f16c (and, for Avx512,
+        // avx512f + avx512bw + avx512vl).
         crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
+        if path == KernelPath::Avx512 {
+            crate::arch::x86::avx512::install(&mut k.dot);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    match path {
+        // Only reached after cpu_supports() confirmed neon (and dotprod).
+        KernelPath::Neon => crate::arch::arm::neon::install_neon(&mut k.dot),
+        KernelPath::Dotprod => crate::arch::arm::neon::install_dotprod(&mut k.dot),
+        _ => {}
     }
     k
 }

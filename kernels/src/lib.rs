@@ -13,5 +13,5 @@ pub mod ops;
 pub mod quant;
 
 pub use attention::{AttnScratch, KvLayout};
-pub use dispatch::{kernels, select, KernelPath, Kernels};
+pub use dispatch::{kernels, kernels_from_env, select, KernelPath, Kernels};
 pub use formats::GgmlType;

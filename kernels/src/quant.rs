@@ -8,10 +8,27 @@
 use crate::formats::{GgmlType, QK_K};
 use half::{bf16, f16};
 
+/// Exact f16 -> f32 with integer operations and one multiply. Used for block scales in every
+/// kernel: `half` checks CPU features on each call, and F16C on a scalar lets the compiler merge
+/// into a live vector register (a false dependency that serialised the SIMD block loops).
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let em = (h & 0x7fff) as u32;
+    if em >= 0x7c00 {
+        // Inf / NaN (made quiet, as hardware conversion does).
+        let quiet = if em > 0x7c00 { 0x0040_0000 } else { 0 };
+        return f32::from_bits(sign | 0x7f80_0000 | quiet | ((em & 0x3ff) << 13));
+    }
+    // Shifted into place the f16 bits are an f32 2^112 times too small (exact, subnormals too).
+    let mag = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(mag.to_bits() | sign)
+}
+
 /// Reads the little-endian f16 at `b[0..2]` as f32.
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8]) -> f32 {
-    f16::from_le_bytes([b[0], b[1]]).to_f32()
+    f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 #[inline(always)]
@@ -660,5 +677,24 @@ fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
             b[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
         }
         b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer f16 conversion agrees with `half` on all 65536 bit patterns.
+    #[test]
+    fn f16_conversion_is_exact() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            let got = f16_bits_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+            }
+        }
     }
 }

@@ -209,3 +209,47 @@ fn q8_0_hand_case() {
         sumi as f32 * (d * d)
     );
 }
+
+/// quantize_row reproduces ggml's `quantize_row_*_ref` bytes exactly (fixtures compiled from
+/// ggml-quants.c by tests/reference/make_quant_fixtures.py), on the scalar path and on every
+/// kernel path this CPU supports (their activation quantizers must agree too).
+#[test]
+fn quantize_bytes_match_ggml_reference() {
+    let paths: Vec<_> = lckv_kernels::KernelPath::ALL
+        .into_iter()
+        .filter_map(|p| lckv_kernels::select(Some(p)).ok())
+        .collect();
+    for name in [
+        "q4_0", "q4_1", "q5_0", "q8_0", "q8_1", "q4_K", "q6_K", "q8_K",
+    ] {
+        let ty = GgmlType::from_name(name).unwrap();
+        let src = f32s(&fixture(&format!("quant_ref/{name}.src.f32")));
+        let want = fixture(&format!("quant_ref/{name}.ref.bin"));
+        let (rows, n) = (3, src.len() / 3);
+        let rb = ty.row_size(n).unwrap();
+        assert_eq!(want.len(), rows * rb, "{name}: fixture size");
+        for r in 0..rows {
+            let x = &src[r * n..(r + 1) * n];
+            let w = &want[r * rb..(r + 1) * rb];
+            let mut got = vec![0u8; rb];
+            quant::quantize_row(ty, x, &mut got);
+            if let Some(i) = (0..rb).find(|&i| got[i] != w[i]) {
+                panic!(
+                    "{name} row {r}: byte {i} (block {}) is {:#04x}, ggml {:#04x}",
+                    i / ty.type_size(),
+                    got[i],
+                    w[i]
+                );
+            }
+            for k in &paths {
+                got.fill(0);
+                k.quantize_row(ty, x, &mut got);
+                assert!(
+                    got == w,
+                    "{name} row {r}: {} path differs from ggml",
+                    k.path()
+                );
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@
 
 use crate::dot::VecDotFn;
 use crate::formats::{GgmlType, QK_K};
-use crate::quant::{f16_at, f32_at, put_f16, scale_min_k4, QuantFn};
+use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, QuantFn};
 use std::arch::x86_64::*;
 
 /// Overrides the scalar entries of the tables with this file's kernels.
@@ -49,9 +49,29 @@ safe_wrappers! {
     quantize_q8_k => quantize_q8_k_impl(src: &[f32], dst: &mut [u8]);
 }
 
+/// The product of the f16 at `a[0..2]` and the f16 at `b[0..2]`, both converted by one F16C
+/// instruction. Both lanes are used, so the compiler loads them with a zeroing `vmovd` (a scalar
+/// F16C conversion gets merged into a live register: a false dependency on the accumulator).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_ps(v: __m256) -> f32 {
+pub(super) fn hmul(a: &[u8], b: &[u8]) -> f32 {
+    let bits =
+        u16::from_le_bytes([a[0], a[1]]) as u32 | (u16::from_le_bytes([b[0], b[1]]) as u32) << 16;
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+/// Writes `v` as a little-endian f16 (round to nearest even, as `half` does) into `b[0..2]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn put_h(b: &mut [u8], v: f32) {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
+    b[..2].copy_from_slice(&(_mm_cvtsi128_si32(h) as u16).to_le_bytes());
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
@@ -70,7 +90,7 @@ fn hsum_epi32(v: __m256i) -> i32 {
 /// 32 bytes at `p`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load32(p: &[u8]) -> __m256i {
+pub(super) unsafe fn load32(p: &[u8]) -> __m256i {
     debug_assert!(p.len() >= 32);
     // SAFETY: callers pass slices of at least 32 bytes; loadu has no alignment requirement.
     unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
@@ -79,7 +99,7 @@ unsafe fn load32(p: &[u8]) -> __m256i {
 /// The 16 bytes at `p` as 32 nibbles: low nibbles in bytes 0..16, high nibbles in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: &[u8]) -> __m256i {
+pub(super) unsafe fn nibbles(p: &[u8]) -> __m256i {
     debug_assert!(p.len() >= 16);
     // SAFETY: callers pass slices of at least 16 bytes; loadu has no alignment requirement.
     let b = unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) };
@@ -107,7 +127,7 @@ fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let n = w.len().min(a.len()) / 4;
     let (wp, ap) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -140,7 +160,7 @@ unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let n = w.len().min(a.len()) / 2;
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut i = 0;
@@ -160,17 +180,17 @@ unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
     for j in i..n {
-        sum += f16_at(&w[2 * j..]) * f16_at(&a[2 * j..]);
+        sum += h2f(&w[2 * j..]) * h2f(&a[2 * j..]);
     }
     sum
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let eight = _mm256_set1_epi8(8);
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
         let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
         let s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
@@ -180,12 +200,12 @@ unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
-        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
-        mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+        let d = _mm256_set1_ps(hmul(x, y));
+        mins += hmul(&x[2..], &y[2..]);
         // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
         let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
@@ -212,11 +232,11 @@ fn bits_to_0x10(qh: u32) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let sixteen = _mm256_set1_epi8(16);
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
         // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
         let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
@@ -227,10 +247,10 @@ unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
+        let d = _mm256_set1_ps(hmul(x, y));
         // SAFETY: both blocks hold 32 quants at 2.
         let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
@@ -244,7 +264,7 @@ fn bsum(y: &[u8], k: usize) -> i32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     let m4 = _mm256_set1_epi8(0x0f);
@@ -272,24 +292,20 @@ unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc1 as i16));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        acc = _mm256_fmadd_ps(
-            _mm256_set1_ps(f16_at(x) * dy),
-            _mm256_cvtepi32_ps(sumi),
-            acc,
-        );
-        mins += f16_at(&x[2..]) * dy * summ as f32;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * dy), _mm256_cvtepi32_ps(sumi), acc);
+        mins += h2f(&x[2..]) * dy * summ as f32;
     }
     hsum_ps(acc) - mins
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut corr = 0.0f32;
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let d = f16_at(&x[208..]) * f32_at(y);
+        let d = h2f(&x[208..]) * f32_at(y);
         let sc = |k: usize| x[192 + k] as i8 as i16;
         // The stored levels are q + 32: subtract 32 * sum(scale * y) once per block.
         let mut off = 0i32;
@@ -398,7 +414,7 @@ unsafe fn quantize_q8_0_impl(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
         // SAFETY: x is a 32-element chunk.
         let (d, q) = unsafe { q8_block(x) };
-        put_f16(b, d);
+        put_h(b, d);
         // SAFETY: the 34-byte block has 32 bytes at 2.
         unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(2) as *mut __m256i, pack_i8(q)) };
     }
@@ -413,8 +429,8 @@ unsafe fn quantize_q8_1_impl(src: &[f32], dst: &mut [u8]) {
             _mm256_add_epi32(q[0], q[1]),
             _mm256_add_epi32(q[2], q[3]),
         ));
-        put_f16(b, d);
-        put_f16(&mut b[2..], sum as f32 * d);
+        put_h(b, d);
+        put_h(&mut b[2..], sum as f32 * d);
         // SAFETY: the 36-byte block has 32 bytes at 4.
         unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(4) as *mut __m256i, pack_i8(q)) };
     }

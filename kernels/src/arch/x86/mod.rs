@@ -1,3 +1,4 @@
-//! x86-64 kernels: AVX2 + FMA + F16C.
+//! x86-64 kernels: AVX2 + FMA + F16C, and AVX-512 (F, BW, VL) on top of them.
 
 pub(crate) mod avx2;
+pub(crate) mod avx512;

@@ -1,0 +1,344 @@
+//! AVX-512 (F + BW + VL) dot products: two 32-element blocks per 512-bit register for the
+//! simple quants, a whole 64-element chunk per register for Q4_K / Q6_K, and masked tails for
+//! F32 / F16. The activation quantizers stay the AVX2 ones (they are not the bottleneck).
+//!
+//! Reached only through `install`, which dispatch calls after detecting avx512f, avx512bw,
+//! avx512vl, avx2, fma and f16c; the safe wrappers rely on that.
+
+use super::avx2::{self, hmul};
+use crate::dot::VecDotFn;
+use crate::formats::GgmlType;
+use crate::quant::{f16_at as h2f, f32_at, scale_min_k4};
+use std::arch::x86_64::*;
+
+/// Overrides table entries with this file's kernels (call after `avx2::install`).
+pub(crate) fn install(dot: &mut [VecDotFn; 11]) {
+    dot[GgmlType::F32.index()] = dot_f32;
+    dot[GgmlType::F16.index()] = dot_f16;
+    dot[GgmlType::Q4_0.index()] = dot_q4_0;
+    dot[GgmlType::Q4_1.index()] = dot_q4_1;
+    dot[GgmlType::Q5_0.index()] = dot_q5_0;
+    dot[GgmlType::Q8_0.index()] = dot_q8_0;
+    dot[GgmlType::Q4K.index()] = dot_q4_k;
+    dot[GgmlType::Q6K.index()] = dot_q6_k;
+}
+
+macro_rules! safe_wrappers {
+    ($($name:ident => $imp:ident;)*) => {$(
+        fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: only installed by dispatch after the AVX-512 and AVX2 features were detected.
+            unsafe { $imp(n, w, a) }
+        }
+    )*};
+}
+
+safe_wrappers! {
+    dot_f32 => dot_f32_impl;
+    dot_f16 => dot_f16_impl;
+    dot_q4_0 => dot_q4_0_impl;
+    dot_q4_1 => dot_q4_1_impl;
+    dot_q5_0 => dot_q5_0_impl;
+    dot_q8_0 => dot_q8_0_impl;
+    dot_q4_k => dot_q4_k_impl;
+    dot_q6_k => dot_q6_k_impl;
+}
+
+/// Two 256-bit halves as one register (`lo` in lanes 0..8).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// `da` in f32 lanes 0..8, `db` in 8..16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn two_scales(da: f32, db: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(da), _mm512_set1_ps(db))
+}
+
+/// Sum of products of signed bytes, as 16 i32 lanes (4 per 128-bit lane).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn dot_i8(x: __m512i, y: __m512i) -> __m512i {
+    // No sign_epi8 in AVX-512: |x| times y negated where x < 0.
+    let neg = _mm512_movepi8_mask(x);
+    let ax = _mm512_abs_epi8(x);
+    let sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+    _mm512_madd_epi16(_mm512_maddubs_epi16(ax, sy), _mm512_set1_epi16(1))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn dot_u8_i8(x: __m512i, y: __m512i) -> __m512i {
+    _mm512_madd_epi16(_mm512_maddubs_epi16(x, y), _mm512_set1_epi16(1))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / 4;
+    let (wp, ap) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16k + 16 <= n elements lie inside both slices; loads are unaligned.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(wp.add(i + 16 * k)),
+                    _mm512_loadu_ps(ap.add(i + 16 * k)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(x, y, *acc);
+        }
+        i += 64;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 {
+            0xffff
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        // SAFETY: the mask enables only the n - i < 16 (or 16) elements inside both slices;
+        // masked-off lanes are not read.
+        let (x, y) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m, wp.add(i)),
+                _mm512_maskz_loadu_ps(m, ap.add(i)),
+            )
+        };
+        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / 2;
+    let (wp, ap) = (w.as_ptr() as *const i16, a.as_ptr() as *const i16);
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: 16 halves from i + 16k lie inside both slices since i + 32 <= n.
+            let (x, y) = unsafe {
+                (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(i + 16 * k) as *const __m256i)),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(ap.add(i + 16 * k) as *const __m256i)),
+                )
+            };
+            *acc = _mm512_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 {
+            0xffff
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        // SAFETY: the mask enables only halves inside both slices; masked-off lanes are not read.
+        let (x, y) = unsafe {
+            (
+                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wp.add(i))),
+                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ap.add(i))),
+            )
+        };
+        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+        i += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+}
+
+/// Runs `pair` over blocks two at a time and the AVX2 kernel on an odd last block.
+macro_rules! paired_blocks {
+    ($w:ident, $a:ident, $wb:expr, $ab:expr, $tail:path, |$x:ident, $y:ident| $body:expr) => {{
+        let mut acc = _mm512_setzero_ps();
+        let pairs = ($w.len() / $wb).min($a.len() / $ab) / 2;
+        for ($x, $y) in $w.chunks_exact(2 * $wb).zip($a.chunks_exact(2 * $ab)) {
+            acc = $body(acc);
+        }
+        let mut sum = _mm512_reduce_add_ps(acc);
+        let (wr, ar) = (&$w[2 * pairs * $wb..], &$a[2 * pairs * $ab..]);
+        if !wr.is_empty() {
+            // SAFETY: the caller of this fn has the AVX2 features too (a subset of ours).
+            sum += unsafe { $tail(32, wr, ar) };
+        }
+        sum
+    }};
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let eight = _mm512_set1_epi8(8);
+    paired_blocks!(w, a, 18, 34, avx2::dot_q4_0_impl, |x, y| |acc| {
+        let d = two_scales(hmul(x, y), hmul(&x[18..], &y[34..]));
+        // SAFETY: each 18-byte block has 16 nibble bytes at 2; each 34-byte block 32 quants at 2.
+        let (qx, qy) = unsafe {
+            (
+                join(avx2::nibbles(&x[2..]), avx2::nibbles(&x[20..])),
+                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+            )
+        };
+        let s = dot_i8(_mm512_sub_epi8(qx, eight), qy);
+        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc)
+    })
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut mins = 0.0f32;
+    let s = paired_blocks!(w, a, 20, 36, avx2::dot_q4_1_impl, |x, y| |acc| {
+        let d = two_scales(hmul(x, y), hmul(&x[20..], &y[36..]));
+        mins += hmul(&x[2..], &y[2..]) + hmul(&x[22..], &y[38..]);
+        // SAFETY: each 20-byte block has 16 nibble bytes at 4; each 36-byte block 32 quants at 4.
+        let (qx, qy) = unsafe {
+            (
+                join(avx2::nibbles(&x[4..]), avx2::nibbles(&x[24..])),
+                join(avx2::load32(&y[4..]), avx2::load32(&y[40..])),
+            )
+        };
+        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
+    });
+    s + mins
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let sixteen = _mm512_set1_epi8(16);
+    let bit4 = _mm512_set1_epi8(0x10);
+    paired_blocks!(w, a, 22, 34, avx2::dot_q5_0_impl, |x, y| |acc| {
+        let d = two_scales(hmul(x, y), hmul(&x[22..], &y[34..]));
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]) as u64
+            | (u32::from_le_bytes([x[24], x[25], x[26], x[27]]) as u64) << 32;
+        // Byte i of the pair gets 0x10 when bit i of the two qh words is set.
+        let high = _mm512_maskz_mov_epi8(qh, bit4);
+        // SAFETY: each 22-byte block has 16 nibble bytes at 6; each 34-byte block 32 quants at 2.
+        let (qx, qy) = unsafe {
+            (
+                join(avx2::nibbles(&x[6..]), avx2::nibbles(&x[28..])),
+                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+            )
+        };
+        let qx = _mm512_sub_epi8(_mm512_or_si512(qx, high), sixteen);
+        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    paired_blocks!(w, a, 34, 34, avx2::dot_q8_0_impl, |x, y| |acc| {
+        let d = two_scales(hmul(x, y), hmul(&x[34..], &y[34..]));
+        // SAFETY: each 34-byte block has 32 quants at 2.
+        let (qx, qy) = unsafe {
+            (
+                join(avx2::load32(&x[2..]), avx2::load32(&x[36..])),
+                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+            )
+        };
+        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+#[inline]
+fn bsum(y: &[u8], k: usize) -> i32 {
+    i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
+}
+
+/// 64 bytes at the start of `p`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load64(p: &[u8]) -> __m512i {
+    debug_assert!(p.len() >= 64);
+    // SAFETY: callers pass slices of at least 64 bytes; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) }
+}
+
+/// i16 lanes: `a` in the low 256 bits, `b` in the high.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn two_i16(a: i16, b: i16) -> __m512i {
+    join(_mm256_set1_epi16(a), _mm256_set1_epi16(b))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let mut mins = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let dy = f32_at(y);
+        let mut summ = 0i32;
+        let mut sumi = _mm512_setzero_si512();
+        for c in 0..4 {
+            let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+            summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
+                + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
+            // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; the two sub-blocks'
+            // 64 activation quants are contiguous at 4 + 64c of the 292-byte Q8_K block.
+            let (q, yv) = unsafe { (avx2::load32(&x[16 + 32 * c..]), load64(&y[4 + 64 * c..])) };
+            let qv = join(
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+            );
+            let p = _mm512_madd_epi16(
+                _mm512_maddubs_epi16(qv, yv),
+                two_i16(sc0 as i16, sc1 as i16),
+            );
+            sumi = _mm512_add_epi32(sumi, p);
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(x) * dy), _mm512_cvtepi32_ps(sumi), acc);
+        mins += h2f(&x[2..]) * dy * summ as f32;
+    }
+    _mm512_reduce_add_ps(acc) - mins
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let mut corr = 0.0f32;
+    let m4 = _mm512_set1_epi8(0x0f);
+    let m2 = _mm512_set1_epi8(0x03);
+    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        let d = h2f(&x[208..]) * f32_at(y);
+        let sc = |k: usize| x[192 + k] as i8 as i16;
+        let mut off = 0i32;
+        for k in 0..16 {
+            off += sc(k) as i32 * bsum(y, k);
+        }
+        // One i16 scale per 16 elements = per 128-bit lane.
+        let pair = |k: usize| (sc(k) as u16 as u32 | (sc(k) as u16 as u32) << 16) as i32;
+        let scales4 = |k: usize| {
+            let (a, b, c, e) = (pair(k), pair(k + 1), pair(k + 2), pair(k + 3));
+            _mm512_setr_epi32(a, a, a, a, b, b, b, b, c, c, c, c, e, e, e, e)
+        };
+        let mut sumi = _mm512_setzero_si512();
+        for h in 0..2 {
+            // SAFETY: ql has 64 bytes at 64h and qh 32 bytes at 128 + 32h of the 210-byte block;
+            // the Q8_K block has 128 quants at 4 + 128h.
+            let (ql, qh, y0, y1) = unsafe {
+                (
+                    load64(&x[64 * h..]),
+                    avx2::load32(&x[128 + 32 * h..]),
+                    load64(&y[4 + 128 * h..]),
+                    load64(&y[68 + 128 * h..]),
+                )
+            };
+            let qh_a = join(qh, _mm256_srli_epi16::<2>(qh));
+            let qh_b = join(_mm256_srli_epi16::<4>(qh), _mm256_srli_epi16::<6>(qh));
+            let high = |s: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(s, m2));
+            // Elements 0..64 of this half, then 64..128.
+            let qa = _mm512_or_si512(_mm512_and_si512(ql, m4), high(qh_a));
+            let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4), high(qh_b));
+            let pa = _mm512_madd_epi16(_mm512_maddubs_epi16(qa, y0), scales4(8 * h));
+            let pb = _mm512_madd_epi16(_mm512_maddubs_epi16(qb, y1), scales4(8 * h + 4));
+            sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(pa, pb));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        corr += d * (32 * off) as f32;
+    }
+    _mm512_reduce_add_ps(acc) - corr
+}
