@@ -306,7 +306,7 @@ impl fmt::Display for KvPlan {
             self.producers().len(),
             self.n_layer(),
             if self.force_nodiag { ", diagonal masked" } else { "" },
-            if self.window > 0 { format!(", window {}", self.window) } else { String::new() }
+            if self.sliding.iter().any(|&s| s) { format!(", window {}", self.window) } else { String::new() }
         )
     }
 }
