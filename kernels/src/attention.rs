@@ -98,7 +98,7 @@ pub fn attend_scalar(
     let ty = layout.ty;
     let fns = AttnFns {
         dot: crate::dot::dot_fn(ty),
-        quant: crate::quant::quant_fn(ty),
+        quant: crate::quant::activation_quant_fn(ty),
         dequant: crate::quant::dequant_fn(ty),
     };
     attend_with(

@@ -166,7 +166,9 @@ fn build(path: KernelPath) -> Kernels {
     let mut k = Kernels {
         path,
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
-        quant: GgmlType::ALL.map(crate::quant::quant_fn),
+        // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
+        // `lckv quantize` use `quant::quantize_row` directly.
+        quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
         dequant: GgmlType::ALL.map(crate::quant::dequant_fn),
     };
     #[cfg(target_arch = "x86_64")]

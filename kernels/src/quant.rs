@@ -317,6 +317,48 @@ fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Q8_0 as llama.cpp's x86 runtime quantizes activations (and K/V it caches): the inverse scale
+/// is 127 / amax rather than 1 / (amax / 127), and halves round to even. Weights use
+/// `quantize_q8_0` (ggml's reference quantizer, what llama-quantize writes); activations use this
+/// so that every 8-bit level agrees with llama.cpp's.
+pub(crate) fn quantize_q8_0_act(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        put_f16(b, amax / 127.0);
+        for j in 0..32 {
+            b[2 + j] = (x[j] * id).round_ties_even() as i8 as u8;
+        }
+    }
+}
+
+/// Q8_1 activations, as `quantize_q8_0_act`, with `s = d * sum(q)`.
+pub(crate) fn quantize_q8_1_act(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        put_f16(b, d);
+        let mut sum = 0i32;
+        for j in 0..32 {
+            let q = (x[j] * id).round_ties_even() as i8;
+            b[4 + j] = q as u8;
+            sum += q as i32;
+        }
+        put_f16(&mut b[2..], d * sum as f32);
+    }
+}
+
+/// The quantizer for activations of type `ty` (see `quantize_q8_0_act`); other types as
+/// `quant_fn`.
+pub fn activation_quant_fn(ty: GgmlType) -> QuantFn {
+    match ty {
+        GgmlType::Q8_0 => quantize_q8_0_act,
+        GgmlType::Q8_1 => quantize_q8_1_act,
+        other => quant_fn(other),
+    }
+}
+
 // ---------------------------------------------------------------- K-quants
 
 /// Scale and min of sub-block `j` from the 12 packed 6-bit values of a Q4_K block.

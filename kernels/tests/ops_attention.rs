@@ -124,7 +124,7 @@ fn reference_attend(
     let rb = layout.row_bytes();
     let pb = layout.pos_bytes();
     let mut qb = vec![0u8; rb];
-    quant::quantize_row(layout.ty, q, &mut qb);
+    (quant::activation_quant_fn(layout.ty))(q, &mut qb);
     let mut qd = vec![0f32; hd];
     quant::dequantize_row(layout.ty, &qb, &mut qd);
     let row = |c: &[u8], t: usize| {

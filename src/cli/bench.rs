@@ -26,7 +26,7 @@ pub struct BenchArgs {
     pub n_gen: usize,
     /// Thread counts to test, comma separated.
     #[arg(long = "threads-list", value_delimiter = ',', default_value = "1,2")]
-    pub threads: Vec<usize>,
+    pub thread_counts: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
@@ -65,7 +65,7 @@ pub fn read_bandwidth() -> f64 {
 }
 
 pub fn main(a: BenchArgs) -> Result<()> {
-    if a.reps == 0 || a.threads.is_empty() || a.threads.contains(&0) {
+    if a.reps == 0 || a.thread_counts.is_empty() || a.thread_counts.contains(&0) {
         return Err(Error::Usage("bench needs at least one repetition and thread counts of at least 1".into()));
     }
     let mut margs = a.model.clone();
@@ -87,7 +87,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     let vocab = model.cfg.n_vocab as u32;
     let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-    for &t in &a.threads {
+    for &t in &a.thread_counts {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()

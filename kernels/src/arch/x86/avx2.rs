@@ -395,17 +395,22 @@ unsafe fn load_block32(x: &[f32]) -> [__m256; 4] {
     unsafe { [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.as_ptr().add(o))) }
 }
 
-/// Quantizes 32 floats as Q8_0 does; returns the scale and the quants as i32 lanes.
+/// Quantizes 32 activations as `quant::quantize_q8_0_act` does (127 / amax, halves to even);
+/// returns the scale and the quants as i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_block(x: &[f32]) -> (f32, [__m256i; 4]) {
     // SAFETY: callers pass 32-element chunks.
     let v = unsafe { load_block32(x) };
-    let d = absmax(&v) / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let amax = absmax(&v);
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
     (
-        d,
-        v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id)))),
+        amax / 127.0,
+        v.map(|v| {
+            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v, id),
+            ))
+        }),
     )
 }
 
@@ -430,7 +435,7 @@ unsafe fn quantize_q8_1_impl(src: &[f32], dst: &mut [u8]) {
             _mm256_add_epi32(q[2], q[3]),
         ));
         put_h(b, d);
-        put_h(&mut b[2..], sum as f32 * d);
+        put_h(&mut b[2..], d * sum as f32);
         // SAFETY: the 36-byte block has 32 bytes at 4.
         unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(4) as *mut __m256i, pack_i8(q)) };
     }
