@@ -394,7 +394,10 @@ class Builder:
         a, s = self.args.arch, self.shape
         w = gguf.GGUFWriter(out, a)
         w.add_type("model")
-        w.add_name(f"lckv random {a} {self.args.shape} {self.args.type} seed {self.args.seed}")
+        # llama.cpp special-cases vocabularies by model name ("phi3" expects Phi-3's tokens):
+        # the name stays neutral, the details go in the description.
+        w.add_name("lckv random weights")
+        w.add_description(f"{a} {self.args.shape} {self.args.type} seed {self.args.seed}")
         w.add_context_length(s.n_ctx)
         w.add_embedding_length(s.n_embd)
         w.add_block_count(s.n_layer)

@@ -122,8 +122,12 @@ impl LlamaCpp {
         let n_ctx = opts.n_ctx.max(1);
 
         // SAFETY: plain constructors returning parameter structs by value.
-        let (mut mparams, mut cparams) =
-            unsafe { (sys::llama_model_default_params(), sys::llama_context_default_params()) };
+        let (mut mparams, mut cparams) = unsafe {
+            (
+                sys::llama_model_default_params(),
+                sys::llama_context_default_params(),
+            )
+        };
         mparams.n_gpu_layers = 0;
         cparams.n_ctx = n_ctx;
         cparams.n_batch = n_ctx;
@@ -198,7 +202,10 @@ impl LlamaCpp {
                 buf.truncate(n as usize);
                 return buf.into_iter().map(|t| t as u32).collect();
             }
-            assert!(n != i32::MIN, "llama_tokenize overflowed on a {len}-byte text");
+            assert!(
+                n != i32::MIN,
+                "llama_tokenize overflowed on a {len}-byte text"
+            );
             buf.resize((-n) as usize, 0);
         }
     }
@@ -251,7 +258,13 @@ impl LlamaCpp {
             next = argmax(self.logits_at(-1));
         }
         let gen_secs = start.elapsed().as_secs_f64();
-        let rate = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { f64::INFINITY };
+        let rate = |n: usize, secs: f64| {
+            if secs > 0.0 {
+                n as f64 / secs
+            } else {
+                f64::INFINITY
+            }
+        };
         (rate(prompt.len(), prompt_secs), rate(n_gen, gen_secs))
     }
 

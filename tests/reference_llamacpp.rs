@@ -66,7 +66,10 @@ fn smollm2_greedy_knows_paris() {
     let prompt = m.tokenize(CAPITAL_PROMPT, true, false);
     let out = m.greedy(&prompt, 8);
     assert_eq!(out.len(), 8);
-    assert!(out.contains(&PARIS), "greedy continuation {out:?} lacks \" Paris\" ({PARIS})");
+    assert!(
+        out.contains(&PARIS),
+        "greedy continuation {out:?} lacks \" Paris\" ({PARIS})"
+    );
     // The first greedy token is the argmax of the batch logits' last row.
     let n_vocab = m.n_vocab();
     let logits = m.logits(&prompt);
@@ -74,7 +77,10 @@ fn smollm2_greedy_knows_paris() {
     let best = (0..n_vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b });
     assert_eq!(out[0] as usize, best);
     let (pp, tg) = m.decode_timed(&prompt, 4);
-    assert!(pp.is_finite() && pp > 0.0 && tg.is_finite() && tg > 0.0, "rates {pp} {tg}");
+    assert!(
+        pp.is_finite() && pp > 0.0 && tg.is_finite() && tg > 0.0,
+        "rates {pp} {tg}"
+    );
 }
 
 #[test]
@@ -106,7 +112,10 @@ fn random_test_models_load_and_give_finite_logits() {
         // Longer than gemma3-tiny's sliding window (16), so that path runs too.
         let long: Vec<u32> = (0..24).map(|i| CAPITAL_IDS[i % 5]).collect();
         let logits = m.logits(&long);
-        assert!(logits.iter().all(|v| v.is_finite()), "{name}: non-finite logits");
+        assert!(
+            logits.iter().all(|v| v.is_finite()),
+            "{name}: non-finite logits"
+        );
         let last = &logits[23 * 8192..];
         let spread = last.iter().fold(f32::MIN, |a, &b| a.max(b))
             - last.iter().fold(f32::MAX, |a, &b| a.min(b));
@@ -122,5 +131,9 @@ fn lckv_models_are_refused_not_crashed() {
         .err()
         .expect("llama.cpp loaded a model without attn_k in layer 1");
     assert!(err.contains("could not load"), "{err}");
-    assert!(LlamaCpp::load(&model_path(SMOLLM2).with_extension("missing"), &RefOptions::default()).is_err());
+    assert!(LlamaCpp::load(
+        &model_path(SMOLLM2).with_extension("missing"),
+        &RefOptions::default()
+    )
+    .is_err());
 }
