@@ -72,5 +72,11 @@ pub fn generate(
     if !rest.is_empty() {
         on_text(&rest);
     }
-    Ok(GenerateStats { prompt_tokens: prompt.len(), generated, prompt_time, gen_time: t1.elapsed(), finish })
+    Ok(GenerateStats {
+        prompt_tokens: prompt.len(),
+        generated,
+        prompt_time,
+        gen_time: t1.elapsed(),
+        finish,
+    })
 }

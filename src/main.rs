@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "lckv", version, about = "Edge inference for small language models with a layer-condensed KV cache")]
+#[command(
+    name = "lckv",
+    version,
+    about = "Edge inference for small language models with a layer-condensed KV cache"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,9 +9,13 @@ use crate::{Error, Result};
 /// Writes `data` (rows x cols, row-major) to `path` atomically.
 pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
     if data.len() != rows * cols {
-        return Err(Error::Usage(format!("npy: {} values do not form {rows} x {cols}", data.len())));
+        return Err(Error::Usage(format!(
+            "npy: {} values do not form {rows} x {cols}",
+            data.len()
+        )));
     }
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.div_ceil(64) * 64 - unpadded));
@@ -28,17 +32,28 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
 
 /// Reads a float32 `.npy` of any shape: (shape, values).
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let bad = |why: &str| Error::Usage(format!("{}: not a float32 .npy file ({why})", path.display()));
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "{}: not a float32 .npy file ({why})",
+            path.display()
+        ))
+    };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("wrong magic"));
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(bad("unknown version")),
     };
-    let header = bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?;
+    let header = bytes
+        .get(start..start + hlen)
+        .ok_or_else(|| bad("truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
         return Err(bad("only little-endian float32 in C order is read"));
@@ -60,14 +75,28 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if body.len() != n * 4 {
         return Err(bad("data length does not match the shape"));
     }
-    Ok((shape, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    Ok((
+        shape,
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    ))
 }
 
 /// Writes bytes to a temporary file beside `path`, syncs and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -98,7 +127,10 @@ mod tests {
         let raw = std::fs::read(&p).unwrap();
         assert_eq!((raw.len() - 24) % 64, 0, "header padded to 64 bytes");
         std::fs::write(&p, &raw[..raw.len() - 1]).unwrap();
-        assert!(read_f32(&p).unwrap_err().to_string().contains("does not match"));
+        assert!(read_f32(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,7 +25,9 @@ impl PrefillChoice {
             "auto" => Ok(PrefillChoice::Auto),
             "sequential" => Ok(PrefillChoice::Sequential),
             "iterative" => Ok(PrefillChoice::Iterative),
-            other => Err(Error::Usage(format!("unknown prefill strategy '{other}': use auto, sequential or iterative"))),
+            other => Err(Error::Usage(format!(
+                "unknown prefill strategy '{other}': use auto, sequential or iterative"
+            ))),
         }
     }
 }
@@ -88,7 +90,11 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    pub fn new(model: &'m Model, kern: &'static Kernels, opts: SessionOptions) -> Result<Session<'m>> {
+    pub fn new(
+        model: &'m Model,
+        kern: &'static Kernels,
+        opts: SessionOptions,
+    ) -> Result<Session<'m>> {
         let n_batch = opts.n_batch.min(opts.n_ctx).max(1);
         let dims = ForwardDims {
             n_batch,
@@ -98,7 +104,14 @@ impl<'m> Session<'m> {
             early_exit: opts.early_exit.is_some(),
         };
         let fwd = Forward::new(model, kern, dims)?;
-        Ok(Session { model, fwd, opts, n_past: 0, last: vec![0.0; model.cfg.n_vocab], resolved: None })
+        Ok(Session {
+            model,
+            fwd,
+            opts,
+            n_past: 0,
+            last: vec![0.0; model.cfg.n_vocab],
+            resolved: None,
+        })
     }
 
     pub fn dims(&self) -> ForwardDims {
@@ -129,7 +142,10 @@ impl<'m> Session<'m> {
     /// Rewinds to `n` tokens (they must still be in the cache), e.g. after restoring a prefix.
     pub fn set_n_past(&mut self, n: usize) -> Result<()> {
         if n > self.opts.n_ctx {
-            return Err(Error::Usage(format!("position {n} is beyond the context of {}", self.opts.n_ctx)));
+            return Err(Error::Usage(format!(
+                "position {n} is beyond the context of {}",
+                self.opts.n_ctx
+            )));
         }
         self.n_past = n;
         Ok(())
@@ -143,16 +159,27 @@ impl<'m> Session<'m> {
     pub fn prefill_strategy(&mut self) -> Prefill {
         match self.opts.prefill {
             PrefillChoice::Sequential => Prefill::Sequential,
-            PrefillChoice::Iterative => Prefill::Iterative { tolerance: self.opts.early_exit },
-            PrefillChoice::Auto => *self.resolved.get_or_insert_with(|| auto_strategy(self.model, self.fwd.kernels(), self.opts.early_exit)),
+            PrefillChoice::Iterative => Prefill::Iterative {
+                tolerance: self.opts.early_exit,
+            },
+            PrefillChoice::Auto => *self.resolved.get_or_insert_with(|| {
+                auto_strategy(self.model, self.fwd.kernels(), self.opts.early_exit)
+            }),
         }
     }
 
     /// Runs prompt tokens after what is already in the context. `sink(i, logits)` receives the
     /// logits of prompt position i as `want` asks; the last position's are kept for sampling.
-    pub fn prefill(&mut self, tokens: &[u32], want: Logits, sink: &mut dyn FnMut(usize, &[f32])) -> Result<ForwardStats> {
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        want: Logits,
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<ForwardStats> {
         if tokens.is_empty() {
-            return Err(Error::Usage("the prompt is empty: nothing to process".into()));
+            return Err(Error::Usage(
+                "the prompt is empty: nothing to process".into(),
+            ));
         }
         if self.n_past + tokens.len() > self.opts.n_ctx {
             return Err(Error::Usage(format!(
@@ -176,14 +203,21 @@ impl<'m> Session<'m> {
             };
             let last = &mut self.last;
             let offset = done;
-            let s = self.fwd.forward(self.model, chunk, self.n_past, strategy, chunk_want, &mut |i, l| {
-                if offset + i + 1 == total {
-                    last.copy_from_slice(l);
-                }
-                if want != Logits::None {
-                    sink(offset + i, l);
-                }
-            })?;
+            let s = self.fwd.forward(
+                self.model,
+                chunk,
+                self.n_past,
+                strategy,
+                chunk_want,
+                &mut |i, l| {
+                    if offset + i + 1 == total {
+                        last.copy_from_slice(l);
+                    }
+                    if want != Logits::None {
+                        sink(offset + i, l);
+                    }
+                },
+            )?;
             stats.passes += s.passes;
             self.n_past += chunk.len();
             done += chunk.len();
@@ -194,10 +228,20 @@ impl<'m> Session<'m> {
     /// Runs one token and returns the logits of the next.
     pub fn decode(&mut self, token: u32) -> Result<&[f32]> {
         if self.n_past >= self.opts.n_ctx {
-            return Err(Error::Usage(format!("the context of {} tokens is full", self.opts.n_ctx)));
+            return Err(Error::Usage(format!(
+                "the context of {} tokens is full",
+                self.opts.n_ctx
+            )));
         }
         let last = &mut self.last;
-        self.fwd.forward(self.model, &[token], self.n_past, Prefill::Sequential, Logits::Last, &mut |_, l| last.copy_from_slice(l))?;
+        self.fwd.forward(
+            self.model,
+            &[token],
+            self.n_past,
+            Prefill::Sequential,
+            Logits::Last,
+            &mut |_, l| last.copy_from_slice(l),
+        )?;
         self.n_past += 1;
         Ok(&self.last)
     }
@@ -229,10 +273,26 @@ pub fn auto_strategy(model: &Model, kern: &Kernels, tolerance: Option<f32>) -> P
     let data = w.data(&model.file);
     let time = |n: usize, out: &mut [f32]| {
         let reps = 3;
-        kern.matmul(w.ty, data, w.rows, w.cols, &acts[..n * rs], n, &mut out[..n * w.rows]);
+        kern.matmul(
+            w.ty,
+            data,
+            w.rows,
+            w.cols,
+            &acts[..n * rs],
+            n,
+            &mut out[..n * w.rows],
+        );
         let t = Instant::now();
         for _ in 0..reps {
-            kern.matmul(w.ty, data, w.rows, w.cols, &acts[..n * rs], n, &mut out[..n * w.rows]);
+            kern.matmul(
+                w.ty,
+                data,
+                w.rows,
+                w.cols,
+                &acts[..n * rs],
+                n,
+                &mut out[..n * w.rows],
+            );
         }
         t.elapsed().as_secs_f64() / reps as f64
     };

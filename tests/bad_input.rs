@@ -7,17 +7,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn lckv(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lckv")).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let out = Command::new(env!("CARGO_BIN_EXE_lckv"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().unwrap_or(-1), text)
 }
 
 fn expect_error(args: &[&str], needles: &[&str]) {
     let (code, text) = lckv(args);
-    assert_eq!(code, 1, "lckv {args:?} should fail cleanly, got {code}: {text}");
+    assert_eq!(
+        code, 1,
+        "lckv {args:?} should fail cleanly, got {code}: {text}"
+    );
     assert!(!text.contains("panicked"), "lckv {args:?} panicked: {text}");
     for n in needles {
-        assert!(text.contains(n), "lckv {args:?}: message lacks {n:?}:\n{text}");
+        assert!(
+            text.contains(n),
+            "lckv {args:?}: message lacks {n:?}:\n{text}"
+        );
     }
 }
 
@@ -43,7 +53,10 @@ fn truncated_model_file() {
         std::fs::write(&p, &bytes[..cut]).unwrap();
         let (code, text) = lckv(&["run", "-m", s(&p), "-p", "hi", "-n", "1"]);
         assert_eq!(code, 1, "cut at {cut}: {text}");
-        assert!(text.contains("cannot open") && !text.contains("panicked"), "cut at {cut}: {text}");
+        assert!(
+            text.contains("cannot open") && !text.contains("panicked"),
+            "cut at {cut}: {text}"
+        );
     }
 }
 
@@ -56,7 +69,10 @@ fn not_a_gguf() {
 
 #[test]
 fn missing_file() {
-    expect_error(&["run", "-m", "/nonexistent/model.gguf", "-p", "x"], &["/nonexistent/model.gguf"]);
+    expect_error(
+        &["run", "-m", "/nonexistent/model.gguf", "-p", "x"],
+        &["/nonexistent/model.gguf"],
+    );
 }
 
 #[test]
@@ -64,46 +80,106 @@ fn missing_tensor() {
     // Rename one tensor's name in place (same length) so the file stays valid GGUF.
     let mut bytes = std::fs::read(tiny()).unwrap();
     let needle = b"blk.1.ffn_up.weight";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at..at + needle.len()].copy_from_slice(b"blk.1.ffn_xx.weight");
     let p = tmp("missing.gguf");
     std::fs::write(&p, &bytes).unwrap();
-    expect_error(&["run", "-m", s(&p), "-p", "hi"], &["blk.1.ffn_up.weight", "missing"]);
+    expect_error(
+        &["run", "-m", s(&p), "-p", "hi"],
+        &["blk.1.ffn_up.weight", "missing"],
+    );
 }
 
 #[test]
 fn prompt_longer_than_context() {
     let long = "word ".repeat(200);
-    expect_error(&["run", "-m", s(&tiny()), "-c", "32", "-p", &long, "-n", "1"], &["prompt has", "raise -c"]);
+    expect_error(
+        &["run", "-m", s(&tiny()), "-c", "32", "-p", &long, "-n", "1"],
+        &["prompt has", "raise -c"],
+    );
 }
 
 #[test]
 fn bad_kv_plans() {
-    expect_error(&["run", "-m", s(&tiny()), "--kv-plan", "0_1", "-p", "hi"], &["names 2 layers but the model has 4"]);
-    expect_error(&["run", "-m", s(&tiny()), "--kv-plan", "0_2_3_3", "-p", "hi"], &["must read its own"]);
-    expect_error(&["inspect", s(&tiny()), "--kv-plan", "banana"], &["unknown KV plan 'banana'"]);
+    expect_error(
+        &["run", "-m", s(&tiny()), "--kv-plan", "0_1", "-p", "hi"],
+        &["names 2 layers but the model has 4"],
+    );
+    expect_error(
+        &["run", "-m", s(&tiny()), "--kv-plan", "0_2_3_3", "-p", "hi"],
+        &["must read its own"],
+    );
+    expect_error(
+        &["inspect", s(&tiny()), "--kv-plan", "banana"],
+        &["unknown KV plan 'banana'"],
+    );
 }
 
 #[test]
 fn budgets() {
-    expect_error(&["run", "-m", s(&tiny()), "--mem-budget", "lots", "-p", "hi"], &["cannot read 'lots' as a size"]);
-    expect_error(&["run", "-m", s(&tiny()), "--mem-budget", "1M", "-p", "hi"], &["short by", "KV cache", "weights"]);
-    expect_error(&["run", "-m", s(&tiny()), "-c", "auto", "-p", "hi"], &["needs --mem-budget"]);
+    expect_error(
+        &["run", "-m", s(&tiny()), "--mem-budget", "lots", "-p", "hi"],
+        &["cannot read 'lots' as a size"],
+    );
+    expect_error(
+        &["run", "-m", s(&tiny()), "--mem-budget", "1M", "-p", "hi"],
+        &["short by", "KV cache", "weights"],
+    );
+    expect_error(
+        &["run", "-m", s(&tiny()), "-c", "auto", "-p", "hi"],
+        &["needs --mem-budget"],
+    );
 }
 
 #[test]
 fn bad_flags() {
-    expect_error(&["run", "-m", s(&tiny()), "--kv-type", "q3", "-p", "hi"], &["unknown KV cache type 'q3'"]);
-    expect_error(&["run", "-m", s(&tiny()), "--prefill", "fast", "-p", "hi"], &["unknown prefill strategy 'fast'"]);
-    expect_error(&["run", "-m", s(&tiny()), "--temp", "-1", "-p", "hi"], &["temperature"]);
+    expect_error(
+        &["run", "-m", s(&tiny()), "--kv-type", "q3", "-p", "hi"],
+        &["unknown KV cache type 'q3'"],
+    );
+    expect_error(
+        &["run", "-m", s(&tiny()), "--prefill", "fast", "-p", "hi"],
+        &["unknown prefill strategy 'fast'"],
+    );
+    expect_error(
+        &["run", "-m", s(&tiny()), "--temp", "-1", "-p", "hi"],
+        &["temperature"],
+    );
     expect_error(&["run", "-m", s(&tiny()), "-c", "0", "-p", "hi"], &["-c 0"]);
-    expect_error(&["logits", "-m", s(&tiny()), "--tokens", "1,99999999", "-o", s(&tmp("x.npy"))], &["outside the vocabulary"]);
+    expect_error(
+        &[
+            "logits",
+            "-m",
+            s(&tiny()),
+            "--tokens",
+            "1,99999999",
+            "-o",
+            s(&tmp("x.npy")),
+        ],
+        &["outside the vocabulary"],
+    );
 }
 
 #[test]
 fn damaged_prompt_cache_is_rebuilt() {
     let pc = tmp("prompt.cache");
-    let args = ["run", "-m", s(&tiny()), "-p", "You are a kiosk assistant. Hello", "-n", "2", "--temp", "0", "--prompt-cache", s(&pc)];
+    let model = tiny();
+    let args = [
+        "run",
+        "-m",
+        s(&model),
+        "-p",
+        "You are a kiosk assistant. Hello",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--prompt-cache",
+        s(&pc),
+    ];
     let (code, text) = lckv(&args);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("saved"), "{text}");

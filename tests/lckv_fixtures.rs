@@ -17,7 +17,9 @@ use lckv_kernels::GgmlType;
 use serde_json::Value;
 
 fn fixture_dir(plan: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lckv").join(plan)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lckv")
+        .join(plan)
 }
 
 fn npy(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -25,28 +27,53 @@ fn npy(dir: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
-    let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-3 * scale, "{what}: max abs error {err} exceeds 1e-3 x {scale}");
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 1e-3 * scale,
+        "{what}: max abs error {err} exceeds 1e-3 x {scale}"
+    );
     err
 }
 
 fn load(plan: &str) -> Model {
     let dir = fixture_dir(plan);
     let out = std::env::temp_dir().join(format!("lckv-fixture-{plan}-{}.gguf", std::process::id()));
-    convert(&dir, &out, &ConvertOptions { out_type: GgmlType::F32, vocab_from: None }).unwrap();
+    convert(
+        &dir,
+        &out,
+        &ConvertOptions {
+            out_type: GgmlType::F32,
+            vocab_from: None,
+        },
+    )
+    .unwrap();
     let m = Model::load(&out, &LoadOptions::default()).unwrap();
     std::fs::remove_file(&out).unwrap();
     m
 }
 
 fn session<'m>(m: &'m Model, prefill: PrefillChoice) -> Session<'m> {
-    let opts = SessionOptions { n_ctx: 64, n_batch: 64, kv_type: GgmlType::F32, prefill, early_exit: None, logit_rows: 8 };
+    let opts = SessionOptions {
+        n_ctx: 64,
+        n_batch: 64,
+        kv_type: GgmlType::F32,
+        prefill,
+        early_exit: None,
+        logit_rows: 8,
+    };
     Session::new(m, lckv_kernels::kernels(), opts).unwrap()
 }
 
@@ -55,7 +82,10 @@ fn run(m: &Model, prefill: PrefillChoice, prompt: &[u32], steps: &[u32]) -> (Vec
     let v = m.cfg.n_vocab;
     let mut s = session(m, prefill);
     let mut p = vec![0f32; prompt.len() * v];
-    s.prefill(prompt, Logits::All, &mut |i, l| p[i * v..(i + 1) * v].copy_from_slice(l)).unwrap();
+    s.prefill(prompt, Logits::All, &mut |i, l| {
+        p[i * v..(i + 1) * v].copy_from_slice(l)
+    })
+    .unwrap();
     let mut d = Vec::new();
     for &t in steps {
         d.extend_from_slice(s.decode(t).unwrap());
@@ -65,18 +95,34 @@ fn run(m: &Model, prefill: PrefillChoice, prompt: &[u32], steps: &[u32]) -> (Vec
 
 fn check(plan: &str) {
     let dir = fixture_dir(plan);
-    let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let c = &cases["cases"];
     let m = load(plan);
     let prompt = ids(&c["prompt_sequential"]["tokens"]);
     let prefix = ids(&c["prefix5"]["tokens"]);
     let (p5, _) = run(&m, PrefillChoice::Iterative, &prefix, &[]);
-    let mut report = vec![assert_close(&format!("{plan} prefix5"), &p5, &npy(&dir, "prefix5_logits.npy").1)];
-    for (mode, choice) in [("iterative", PrefillChoice::Iterative), ("sequential", PrefillChoice::Sequential)] {
+    let mut report = vec![assert_close(
+        &format!("{plan} prefix5"),
+        &p5,
+        &npy(&dir, "prefix5_logits.npy").1,
+    )];
+    for (mode, choice) in [
+        ("iterative", PrefillChoice::Iterative),
+        ("sequential", PrefillChoice::Sequential),
+    ] {
         let steps = ids(&c[format!("decode_after_{mode}")]["input_tokens"]);
         let (p, d) = run(&m, choice, &prompt, &steps);
-        report.push(assert_close(&format!("{plan} prompt {mode}"), &p, &npy(&dir, &format!("prompt_{mode}_logits.npy")).1));
-        report.push(assert_close(&format!("{plan} decode after {mode}"), &d, &npy(&dir, &format!("decode_after_{mode}_logits.npy")).1));
+        report.push(assert_close(
+            &format!("{plan} prompt {mode}"),
+            &p,
+            &npy(&dir, &format!("prompt_{mode}_logits.npy")).1,
+        ));
+        report.push(assert_close(
+            &format!("{plan} decode after {mode}"),
+            &d,
+            &npy(&dir, &format!("decode_after_{mode}_logits.npy")).1,
+        ));
     }
     eprintln!("{plan}: max abs error prefix5 {:.2e}, iterative {:.2e} / decode {:.2e}, sequential {:.2e} / decode {:.2e}", report[0], report[1], report[2], report[3], report[4]);
 }
@@ -123,13 +169,26 @@ fn iterative_prefix_and_decode_are_self_consistent() {
     let m = load("lckv_top_w2");
     let v = m.cfg.n_vocab;
     let passes = m.cfg.plan.passes();
-    let cases: Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir("lckv_top_w2").join("cases.json")).unwrap()).unwrap();
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("lckv_top_w2").join("cases.json")).unwrap(),
+    )
+    .unwrap();
     let prompt = ids(&cases["cases"]["prompt_sequential"]["tokens"]);
     let (it, _) = run(&m, PrefillChoice::Iterative, &prompt, &[]);
     let (sq, _) = run(&m, PrefillChoice::Sequential, &prompt, &[]);
-    assert_close("iterative vs sequential, first m+b", &it[..passes * v], &sq[..passes * v]);
-    let later = it[passes * v..].iter().zip(&sq[passes * v..]).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    assert!(later > 1e-2, "after m+b positions the strategies should differ, got {later}");
+    assert_close(
+        "iterative vs sequential, first m+b",
+        &it[..passes * v],
+        &sq[..passes * v],
+    );
+    let later = it[passes * v..]
+        .iter()
+        .zip(&sq[passes * v..])
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(
+        later > 1e-2,
+        "after m+b positions the strategies should differ, got {later}"
+    );
     // Token by token from an empty cache.
     let mut s = session(&m, PrefillChoice::Sequential);
     let mut one = Vec::new();

@@ -57,20 +57,45 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
 }
 
 fn fixture_model(plan: &str) -> Model {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lckv").join(plan);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lckv")
+        .join(plan);
     let out = std::env::temp_dir().join(format!("lckv-alloc-{plan}-{}.gguf", std::process::id()));
-    convert(&dir, &out, &ConvertOptions { out_type: GgmlType::F32, vocab_from: None }).unwrap();
+    convert(
+        &dir,
+        &out,
+        &ConvertOptions {
+            out_type: GgmlType::F32,
+            vocab_from: None,
+        },
+    )
+    .unwrap();
     let m = Model::load(&out, &LoadOptions::default()).unwrap();
     std::fs::remove_file(&out).unwrap();
     m
 }
 
 fn decode_loop_allocs(model: &Model, prefill: PrefillChoice) -> usize {
-    let opts = SessionOptions { n_ctx: 96, n_batch: 64, kv_type: GgmlType::F16, prefill, early_exit: None, logit_rows: 1 };
+    let opts = SessionOptions {
+        n_ctx: 96,
+        n_batch: 64,
+        kv_type: GgmlType::F16,
+        prefill,
+        early_exit: None,
+        logit_rows: 1,
+    };
     let mut s = Session::new(model, lckv_kernels::kernels(), opts).unwrap();
-    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % model.cfg.n_vocab as u32).collect();
+    let prompt: Vec<u32> = (0..40)
+        .map(|i| (i * 37 + 5) % model.cfg.n_vocab as u32)
+        .collect();
     s.prefill(&prompt, Logits::Last, &mut |_, _| {}).unwrap();
-    let mut sampler = Sampler::new(SamplerConfig { seed: 7, ..SamplerConfig::default() }, model.cfg.n_vocab);
+    let mut sampler = Sampler::new(
+        SamplerConfig {
+            seed: 7,
+            ..SamplerConfig::default()
+        },
+        model.cfg.n_vocab,
+    );
     let mut tok = sampler.sample(s.logits());
     s.decode(tok).unwrap();
     let (_, n) = counted(|| {
@@ -88,9 +113,16 @@ fn no_allocation_per_token_standard_and_lckv() {
     let _g = SERIAL.lock().unwrap();
     for plan in ["standard", "lckv_top_w2", "lckv_sandwich_middle"] {
         let m = fixture_model(plan);
-        for p in [PrefillChoice::Sequential, PrefillChoice::Iterative, PrefillChoice::Auto] {
+        for p in [
+            PrefillChoice::Sequential,
+            PrefillChoice::Iterative,
+            PrefillChoice::Auto,
+        ] {
             let n = decode_loop_allocs(&m, p);
-            assert_eq!(n, 0, "{plan} with {p:?} prefill allocated {n} times in 32 tokens");
+            assert_eq!(
+                n, 0,
+                "{plan} with {p:?} prefill allocated {n} times in 32 tokens"
+            );
         }
     }
 }
@@ -98,9 +130,16 @@ fn no_allocation_per_token_standard_and_lckv() {
 #[test]
 fn no_allocation_per_token_real_model_with_detokenizer() {
     let _g = SERIAL.lock().unwrap();
-    let m = Model::load(&common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), &LoadOptions::default()).unwrap();
+    let m = Model::load(
+        &common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let tok = m.tokenizer().unwrap();
-    let opts = SessionOptions { n_ctx: 128, ..SessionOptions::default() };
+    let opts = SessionOptions {
+        n_ctx: 128,
+        ..SessionOptions::default()
+    };
     let mut s = Session::new(&m, lckv_kernels::kernels(), opts).unwrap();
     let prompt = tok.encode("The quick brown fox", true, false).unwrap();
     s.prefill(&prompt, Logits::Last, &mut |_, _| {}).unwrap();
@@ -119,5 +158,8 @@ fn no_allocation_per_token_real_model_with_detokenizer() {
         }
     });
     assert!(text_len > 0);
-    assert_eq!(n, 0, "generation with sampling and detokenization allocated {n} times in 32 tokens");
+    assert_eq!(
+        n, 0,
+        "generation with sampling and detokenization allocated {n} times in 32 tokens"
+    );
 }

@@ -45,7 +45,11 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 pub fn peak_rss() -> Option<usize> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<usize>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 /// Read bandwidth of this machine in GB/s: the best of several passes summing a 256 MiB buffer
@@ -56,7 +60,10 @@ pub fn read_bandwidth() -> f64 {
     let mut best = 0f64;
     for _ in 0..5 {
         let t = Instant::now();
-        let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let s: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
         let dt = t.elapsed().as_secs_f64();
         std::hint::black_box(s);
         best = best.max((words * 8) as f64 / dt / 1e9);
@@ -66,7 +73,9 @@ pub fn read_bandwidth() -> f64 {
 
 pub fn main(a: BenchArgs) -> Result<()> {
     if a.reps == 0 || a.thread_counts.is_empty() || a.thread_counts.contains(&0) {
-        return Err(Error::Usage("bench needs at least one repetition and thread counts of at least 1".into()));
+        return Err(Error::Usage(
+            "bench needs at least one repetition and thread counts of at least 1".into(),
+        ));
     }
     let mut margs = a.model.clone();
     margs.threads = None;
@@ -76,17 +85,32 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     margs.batch = margs.batch.max(a.n_prompt.min(512)).max(1);
     let model = super::open(&margs)?;
-    let kv_tok = bytes_per_token(&model.cfg, lckv::memory::kv_cache::parse_kv_type(&margs.kv_type)?)?;
+    let kv_tok = bytes_per_token(
+        &model.cfg,
+        lckv::memory::kv_cache::parse_kv_type(&margs.kv_type)?,
+    )?;
     let weights = model.weights.mapped_bytes();
     let kern = super::kernels()?;
-    let name = margs.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = margs
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !a.json {
-        println!("model: {name}  weights {:.1} MiB  KV {} B/token  plan {}  kernels {}", weights as f64 / 1048576.0, kv_tok, model.cfg.plan.layer_types(), kern.path());
+        println!(
+            "model: {name}  weights {:.1} MiB  KV {} B/token  plan {}  kernels {}",
+            weights as f64 / 1048576.0,
+            kv_tok,
+            model.cfg.plan.layer_types(),
+            kern.path()
+        );
         println!("| threads | test   |         t/s |   GB/s | machine GB/s |");
         println!("|--------:|:-------|------------:|-------:|-------------:|");
     }
     let vocab = model.cfg.n_vocab as u32;
-    let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt: Vec<u32> = (0..a.n_prompt as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
     for &t in &a.thread_counts {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)

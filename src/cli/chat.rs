@@ -31,7 +31,10 @@ pub struct ChatArgs {
 
 /// The model's chat template, or ChatML when it has none.
 pub fn template_for(model: &Model, tok: &Tokenizer) -> Result<ChatTemplate> {
-    let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned()).unwrap_or_default();
+    let piece = |id: Option<u32>| {
+        id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned())
+            .unwrap_or_default()
+    };
     match model.file.get_str("tokenizer.chat_template")? {
         Some(src) => ChatTemplate::new(src, &piece(tok.bos()), &piece(tok.eos())),
         None => Ok(ChatTemplate::chatml()),
@@ -46,7 +49,10 @@ pub fn main(a: ChatArgs) -> Result<()> {
     let mut session = super::session(&a.model, &model, 1, false)?;
     let mut messages: Vec<Message> = Vec::new();
     if let Some(s) = &a.system {
-        messages.push(Message { role: "system".into(), content: s.clone() });
+        messages.push(Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
     let mut in_cache: Vec<u32> = Vec::new();
     let stdin = std::io::stdin();
@@ -55,14 +61,28 @@ pub fn main(a: ChatArgs) -> Result<()> {
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| Error::io("reading stdin", e))? == 0 || line.trim().is_empty() {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::io("reading stdin", e))?
+            == 0
+            || line.trim().is_empty()
+        {
             break;
         }
-        messages.push(Message { role: "user".into(), content: line.trim_end().to_string() });
+        messages.push(Message {
+            role: "user".into(),
+            content: line.trim_end().to_string(),
+        });
         let text = tmpl.render(&messages, true)?;
         let all = tok.encode(&text, true, true)?;
         // Reuse the cached prefix the new rendering shares with what was processed before.
-        let common = all.iter().zip(&in_cache).take_while(|(a, b)| a == b).count().min(all.len().saturating_sub(1));
+        let common = all
+            .iter()
+            .zip(&in_cache)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(all.len().saturating_sub(1));
         session.set_n_past(common)?;
         let mut sampler = Sampler::new(sampler_cfg.clone(), model.cfg.n_vocab);
         let mut answer = String::new();
@@ -71,7 +91,10 @@ pub fn main(a: ChatArgs) -> Result<()> {
             &tok,
             &mut sampler,
             &all[common..],
-            GenerateOptions { max_tokens: a.n_predict, ignore_eos: false },
+            GenerateOptions {
+                max_tokens: a.n_predict,
+                ignore_eos: false,
+            },
             &mut |piece| {
                 answer.push_str(piece);
                 let _ = stdout.write_all(piece.as_bytes());
@@ -81,8 +104,16 @@ pub fn main(a: ChatArgs) -> Result<()> {
         println!();
         in_cache = all;
         in_cache.truncate(session.n_past().min(in_cache.len()));
-        eprintln!("lckv: {} tokens at {:.1} tok/s ({})", stats.generated, stats.gen_tps(), stats.finish.as_str());
-        messages.push(Message { role: "assistant".into(), content: answer });
+        eprintln!(
+            "lckv: {} tokens at {:.1} tok/s ({})",
+            stats.generated,
+            stats.gen_tps(),
+            stats.finish.as_str()
+        );
+        messages.push(Message {
+            role: "assistant".into(),
+            content: answer,
+        });
         if stats.finish == lckv::session::FinishReason::ContextFull {
             eprintln!("lckv: the context is full; start a new chat or raise -c");
             break;

@@ -32,7 +32,14 @@ pub struct QuantizeArgs {
 
 pub fn convert_main(a: ConvertArgs) -> Result<()> {
     let out_type = parse_out_type(&a.ty)?;
-    convert(&a.dir, &a.output, &ConvertOptions { out_type, vocab_from: a.vocab_from })?;
+    convert(
+        &a.dir,
+        &a.output,
+        &ConvertOptions {
+            out_type,
+            vocab_from: a.vocab_from,
+        },
+    )?;
     eprintln!("lckv: wrote {}", a.output.display());
     Ok(())
 }

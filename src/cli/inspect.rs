@@ -36,18 +36,37 @@ pub struct InspectArgs {
 
 fn show(v: &Value) -> String {
     match v {
-        Value::String(s) if s.len() > 80 => format!("{:?}... ({} chars)", &s[..s.char_indices().nth(60).map_or(s.len(), |c| c.0)], s.len()),
+        Value::String(s) if s.len() > 80 => format!(
+            "{:?}... ({} chars)",
+            &s[..s.char_indices().nth(60).map_or(s.len(), |c| c.0)],
+            s.len()
+        ),
         Value::String(s) => format!("{s:?}"),
-        Value::Array(a) if a.len() > 8 => format!("[{} x {}]", a.len(), a.first().map_or("?", |x| x.type_name())),
+        Value::Array(a) if a.len() > 8 => format!(
+            "[{} x {}]",
+            a.len(),
+            a.first().map_or("?", |x| x.type_name())
+        ),
         Value::Array(a) => format!("[{}]", a.iter().map(show).collect::<Vec<_>>().join(", ")),
-        other => format!("{other:?}").split('(').nth(1).map(|s| s.trim_end_matches(')').to_string()).unwrap_or_default(),
+        other => format!("{other:?}")
+            .split('(')
+            .nth(1)
+            .map(|s| s.trim_end_matches(')').to_string())
+            .unwrap_or_default(),
     }
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
     let kern = super::kernels()?;
-    let file = GgufFile::open(&a.file).map_err(|e| Error::Model(format!("cannot open {}: {e}", a.file.display())))?;
-    println!("file: {} (GGUF v{}, {} bytes, alignment {})", a.file.display(), file.version(), file.file_size(), file.alignment());
+    let file = GgufFile::open(&a.file)
+        .map_err(|e| Error::Model(format!("cannot open {}: {e}", a.file.display())))?;
+    println!(
+        "file: {} (GGUF v{}, {} bytes, alignment {})",
+        a.file.display(),
+        file.version(),
+        file.file_size(),
+        file.alignment()
+    );
     println!("kernels: {}", kern.path());
     println!("\nmetadata ({} keys):", file.metadata().len());
     for (k, v) in file.metadata() {
@@ -65,7 +84,13 @@ pub fn main(a: InspectArgs) -> Result<()> {
     }
     if a.tensors {
         for t in file.tensors() {
-            println!("  {:<40} {:<6} {:?} {} bytes", t.name, t.ty.name(), t.dims, t.size);
+            println!(
+                "  {:<40} {:<6} {:?} {} bytes",
+                t.name,
+                t.ty.name(),
+                t.dims,
+                t.size
+            );
         }
     }
     let mut cfg = ModelConfig::from_gguf(&file)?;
@@ -87,7 +112,11 @@ pub fn main(a: InspectArgs) -> Result<()> {
         } else {
             format!("reads layer {src}")
         };
-        let slide = if cfg.plan.sliding[i] { format!(", window {}", cfg.plan.window) } else { String::new() };
+        let slide = if cfg.plan.sliding[i] {
+            format!(", window {}", cfg.plan.window)
+        } else {
+            String::new()
+        };
         println!("  layer {i:>3}: {role}{slide}");
     }
     let producers = cfg.plan.producers().len();
@@ -97,18 +126,38 @@ pub fn main(a: InspectArgs) -> Result<()> {
         100.0 * (1.0 - per_token as f64 / std_per_token as f64)
     );
     drop(file);
-    let model = Model::load(&a.file, &LoadOptions { kv_plan: a.kv_plan.clone(), ..Default::default() })?;
+    let model = Model::load(
+        &a.file,
+        &LoadOptions {
+            kv_plan: a.kv_plan.clone(),
+            ..Default::default()
+        },
+    )?;
     let budget = a.mem_budget.as_deref().map(parse_size).transpose()?;
-    let dims = ForwardDims { n_batch: 256, n_ctx: a.ctx.unwrap_or(model.cfg.n_ctx_train.min(2048)), logit_rows: 1, kv_type, early_exit: false };
+    let dims = ForwardDims {
+        n_batch: 256,
+        n_ctx: a.ctx.unwrap_or(model.cfg.n_ctx_train.min(2048)),
+        logit_rows: 1,
+        kv_type,
+        early_exit: false,
+    };
     if let Some(b) = budget {
         let n = longest_context(&model, &dims, b, model.cfg.n_ctx_train)?;
-        let d = ForwardDims { n_ctx: a.ctx.unwrap_or(n), n_batch: dims.n_batch.min(a.ctx.unwrap_or(n)), ..dims };
+        let d = ForwardDims {
+            n_ctx: a.ctx.unwrap_or(n),
+            n_batch: dims.n_batch.min(a.ctx.unwrap_or(n)),
+            ..dims
+        };
         let plan = MemoryPlan::new(&model, &d)?;
         println!("\nlongest context in {}: {n} tokens", human(b));
         println!("memory plan for {} tokens:\n{plan}", d.n_ctx);
         plan.check(b)?;
     } else {
-        println!("\nmemory plan for {} tokens:\n{}", dims.n_ctx, MemoryPlan::new(&model, &dims)?);
+        println!(
+            "\nmemory plan for {} tokens:\n{}",
+            dims.n_ctx,
+            MemoryPlan::new(&model, &dims)?
+        );
     }
     Ok(())
 }

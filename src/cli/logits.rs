@@ -34,7 +34,11 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     let tokens = match (&a.prompt, &a.tokens) {
         (Some(p), None) => model.tokenizer()?.encode(p, true, false)?,
         (None, Some(t)) => t.clone(),
-        _ => return Err(Error::Usage("give the input as -p TEXT or --tokens ID,ID,...".into())),
+        _ => {
+            return Err(Error::Usage(
+                "give the input as -p TEXT or --tokens ID,ID,...".into(),
+            ))
+        }
     };
     if tokens.is_empty() {
         return Err(Error::Usage("no tokens to run".into()));
@@ -52,12 +56,18 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     let mut session = super::session(&args, &model, 8, false)?;
     let v = model.cfg.n_vocab;
     let mut out = vec![0f32; tokens.len() * v];
-    session.prefill(&tokens[..split], Logits::All, &mut |i, l| out[i * v..(i + 1) * v].copy_from_slice(l))?;
+    session.prefill(&tokens[..split], Logits::All, &mut |i, l| {
+        out[i * v..(i + 1) * v].copy_from_slice(l)
+    })?;
     for (i, &t) in tokens.iter().enumerate().skip(split) {
         let l = session.decode(t)?;
         out[i * v..(i + 1) * v].copy_from_slice(l);
     }
     npy::write_f32(&a.output, tokens.len(), v, &out)?;
-    eprintln!("lckv: wrote {} x {v} logits to {}", tokens.len(), a.output.display());
+    eprintln!(
+        "lckv: wrote {} x {v} logits to {}",
+        tokens.len(),
+        a.output.display()
+    );
     Ok(())
 }

@@ -118,37 +118,55 @@ pub fn init_threads(threads: Option<usize>) -> Result<()> {
 /// Loads the model as the arguments say.
 pub fn open(args: &ModelArgs) -> Result<Model> {
     init_threads(args.threads)?;
-    let n_ctx_hint = args.ctx.parse::<usize>().ok();
     let model = Model::load(
         &args.model,
-        &LoadOptions { no_mmap: args.no_mmap, mlock: args.mlock, kv_plan: args.kv_plan.clone(), n_ctx: n_ctx_hint },
+        &LoadOptions {
+            no_mmap: args.no_mmap,
+            mlock: args.mlock,
+            kv_plan: args.kv_plan.clone(),
+        },
     )?;
     Ok(model)
 }
 
 /// Builds a session (context, batch, KV type, budget) and prints the plan to stderr.
-pub fn session<'m>(args: &ModelArgs, model: &'m Model, logit_rows: usize, quiet: bool) -> Result<Session<'m>> {
+pub fn session<'m>(
+    args: &ModelArgs,
+    model: &'m Model,
+    logit_rows: usize,
+    quiet: bool,
+) -> Result<Session<'m>> {
     let kern = kernels()?;
     let kv_type = parse_kv_type(&args.kv_type)?;
     let prefill = PrefillChoice::parse(&args.prefill)?;
     if let Some(t) = args.early_exit {
         if !(t >= 0.0 && t.is_finite()) {
-            return Err(Error::Usage(format!("--early-exit {t}: the tolerance must be a non-negative number")));
+            return Err(Error::Usage(format!(
+                "--early-exit {t}: the tolerance must be a non-negative number"
+            )));
         }
     }
     let budget = args.mem_budget.as_deref().map(parse_size).transpose()?;
     let max_ctx = model.cfg.n_ctx_train;
-    let mut dims = ForwardDims { n_batch: args.batch.max(1), n_ctx: 0, logit_rows, kv_type, early_exit: args.early_exit.is_some() };
+    let mut dims = ForwardDims {
+        n_batch: args.batch.max(1),
+        n_ctx: 0,
+        logit_rows,
+        kv_type,
+        early_exit: args.early_exit.is_some(),
+    };
     let n_ctx = match args.ctx.as_str() {
         "auto" => {
-            let b = budget.ok_or_else(|| Error::Usage("-c auto needs --mem-budget to know what fits".into()))?;
+            let b = budget.ok_or_else(|| {
+                Error::Usage("-c auto needs --mem-budget to know what fits".into())
+            })?;
             longest_context(model, &dims, b, max_ctx)?
         }
-        s => s
-            .parse::<usize>()
-            .ok()
-            .filter(|&c| c > 0)
-            .ok_or_else(|| Error::Usage(format!("-c {s}: the context must be a positive number of tokens or 'auto'")))?,
+        s => s.parse::<usize>().ok().filter(|&c| c > 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "-c {s}: the context must be a positive number of tokens or 'auto'"
+            ))
+        })?,
     };
     dims.n_ctx = n_ctx;
     dims.n_batch = dims.n_batch.min(n_ctx);
@@ -169,12 +187,24 @@ pub fn session<'m>(args: &ModelArgs, model: &'m Model, logit_rows: usize, quiet:
             kern.path()
         );
         eprintln!("lckv: KV plan {}", c.plan);
-        eprintln!("lckv: memory plan for {n_ctx} tokens{}:\n{plan}", budget.map(|b| format!(" (budget {})", human(b))).unwrap_or_default());
+        eprintln!(
+            "lckv: memory plan for {n_ctx} tokens{}:\n{plan}",
+            budget
+                .map(|b| format!(" (budget {})", human(b)))
+                .unwrap_or_default()
+        );
     }
     let mut s = Session::new(
         model,
         kern,
-        SessionOptions { n_ctx, n_batch: dims.n_batch, kv_type, prefill, early_exit: args.early_exit, logit_rows },
+        SessionOptions {
+            n_ctx,
+            n_batch: dims.n_batch,
+            kv_type,
+            prefill,
+            early_exit: args.early_exit,
+            logit_rows,
+        },
     )?;
     if !quiet && !model.cfg.plan.is_identity() && prefill == PrefillChoice::Auto {
         eprintln!("lckv: prefill auto chose {:?}", s.prefill_strategy());

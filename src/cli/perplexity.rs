@@ -37,15 +37,16 @@ pub fn main(a: PerplexityArgs) -> Result<()> {
     if args.ctx == "2048" {
         args.ctx = "512".into();
     }
-    let n_ctx: usize = args
-        .ctx
-        .parse()
-        .ok()
-        .filter(|&c| c >= 16)
-        .ok_or_else(|| Error::Usage(format!("-c {}: perplexity needs a context of at least 16 tokens", args.ctx)))?;
+    let n_ctx: usize = args.ctx.parse().ok().filter(|&c| c >= 16).ok_or_else(|| {
+        Error::Usage(format!(
+            "-c {}: perplexity needs a context of at least 16 tokens",
+            args.ctx
+        ))
+    })?;
     // A chunk goes through in one call so that iterative prefill sees it whole.
     args.batch = n_ctx;
-    let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(format!("reading {}", a.file.display()), e))?;
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| Error::io(format!("reading {}", a.file.display()), e))?;
     let model = super::open(&args)?;
     let tok = model.tokenizer()?;
     let tokens = tok.encode(&text, true, false)?;

@@ -46,22 +46,41 @@ pub fn main(a: RunArgs) -> Result<()> {
     let mut session = super::session(&a.model, &model, 1, false)?;
     let (text, parse_special) = if a.chat {
         let tmpl = super::chat::template_for(&model, &tok)?;
-        (tmpl.render(&[Message { role: "user".into(), content: a.prompt.clone() }], true)?, true)
+        (
+            tmpl.render(
+                &[Message {
+                    role: "user".into(),
+                    content: a.prompt.clone(),
+                }],
+                true,
+            )?,
+            true,
+        )
     } else {
         (a.prompt.clone(), false)
     };
     let prompt = tok.encode(&text, true, parse_special)?;
     if prompt.is_empty() {
-        return Err(lckv::Error::Usage("the prompt is empty: give some text with -p".into()));
+        return Err(lckv::Error::Usage(
+            "the prompt is empty: give some text with -p".into(),
+        ));
     }
     let mut start = 0;
     if let Some(pc) = &a.prompt_cache {
         match prompt_cache::load(pc, &mut session) {
             Ok(cached) => {
                 // Keep the shared prefix; the last prompt token is always run to get its logits.
-                start = cached.iter().zip(&prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+                start = cached
+                    .iter()
+                    .zip(&prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(prompt.len() - 1);
                 session.set_n_past(start)?;
-                eprintln!("lckv: prompt cache restored {start} of {} prompt tokens", prompt.len());
+                eprintln!(
+                    "lckv: prompt cache restored {start} of {} prompt tokens",
+                    prompt.len()
+                );
             }
             Err(why) => eprintln!("lckv: {why}"),
         }
@@ -77,7 +96,10 @@ pub fn main(a: RunArgs) -> Result<()> {
         &tok,
         &mut sampler,
         &prompt[start..],
-        GenerateOptions { max_tokens: a.n_predict, ignore_eos: a.ignore_eos },
+        GenerateOptions {
+            max_tokens: a.n_predict,
+            ignore_eos: a.ignore_eos,
+        },
         &mut |piece| {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
@@ -87,7 +109,11 @@ pub fn main(a: RunArgs) -> Result<()> {
     if let Some(pc) = &a.prompt_cache {
         if start + 1 < prompt.len() {
             let bytes = prompt_cache::save(pc, &mut session, &prompt)?;
-            eprintln!("lckv: saved {} prompt tokens to {} ({bytes} bytes)", prompt.len(), pc.display());
+            eprintln!(
+                "lckv: saved {} prompt tokens to {} ({bytes} bytes)",
+                prompt.len(),
+                pc.display()
+            );
         }
     }
     eprintln!(

@@ -57,12 +57,14 @@ fn file_type(t: GgmlType) -> u32 {
 pub fn matrix_type(want: GgmlType, cols: usize) -> GgmlType {
     [want, GgmlType::Q8_0, GgmlType::F16]
         .into_iter()
-        .find(|t| cols % t.block_size() == 0)
+        .find(|t| cols.is_multiple_of(t.block_size()))
         .unwrap_or(GgmlType::F32)
 }
 
 fn quantize_matrix(ty: GgmlType, cols: usize, values: &[f32]) -> Vec<u8> {
-    let rs = ty.row_size(cols).expect("matrix_type picks a type whose blocks fit");
+    let rs = ty
+        .row_size(cols)
+        .expect("matrix_type picks a type whose blocks fit");
     let rows = values.len() / cols;
     let mut out = vec![0u8; rs * rows];
     for (src, dst) in values.chunks_exact(cols).zip(out.chunks_exact_mut(rs)) {
@@ -109,9 +111,16 @@ fn permute_heads(w: &[f32], n_head: usize, cols: usize) -> Vec<f32> {
 pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     let cfg = HfConfig::read(dir)?;
     let ckpt = Checkpoint::open(dir)?;
-    let arch = if cfg.kind == HfKind::Phi3 { "phi3" } else { "llama" };
+    let arch = if cfg.kind == HfKind::Phi3 {
+        "phi3"
+    } else {
+        "llama"
+    };
     let mut w = GgufWriter::new();
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     w.add("general.architecture", Value::String(arch.into()));
     w.add("general.name", Value::String(name));
     w.add("general.file_type", Value::U32(file_type(opts.out_type)));
@@ -120,16 +129,28 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     w.add(&k("block_count"), Value::U32(cfg.n_layer as u32));
     w.add(&k("context_length"), Value::U32(cfg.max_pos as u32));
     w.add(&k("embedding_length"), Value::U32(cfg.hidden as u32));
-    w.add(&k("feed_forward_length"), Value::U32(cfg.intermediate as u32));
+    w.add(
+        &k("feed_forward_length"),
+        Value::U32(cfg.intermediate as u32),
+    );
     w.add(&k("attention.head_count"), Value::U32(cfg.n_head as u32));
-    w.add(&k("attention.head_count_kv"), Value::U32(cfg.n_head_kv as u32));
+    w.add(
+        &k("attention.head_count_kv"),
+        Value::U32(cfg.n_head_kv as u32),
+    );
     w.add(&k("rope.freq_base"), Value::F32(cfg.rope_theta as f32));
-    w.add(&k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_eps as f32));
+    w.add(
+        &k("attention.layer_norm_rms_epsilon"),
+        Value::F32(cfg.rms_eps as f32),
+    );
     w.add(&k("rope.dimension_count"), Value::U32(cfg.head_dim as u32));
     w.add(&k("vocab_size"), Value::U32(cfg.vocab as u32));
     if cfg.head_dim * cfg.n_head != cfg.hidden {
         w.add(&k("attention.key_length"), Value::U32(cfg.head_dim as u32));
-        w.add(&k("attention.value_length"), Value::U32(cfg.head_dim as u32));
+        w.add(
+            &k("attention.value_length"),
+            Value::U32(cfg.head_dim as u32),
+        );
     }
     if let Some(f) = cfg.linear_scale {
         w.add(&k("rope.scaling.type"), Value::String("linear".into()));
@@ -141,12 +162,24 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
         }
     }
     if let Some(p) = &cfg.plan {
-        w.add(&k("kv_plan.sources"), Value::Array(p.sources.iter().map(|&s| Value::U32(s as u32)).collect()));
-        w.add(&k("kv_plan.sliding"), Value::Array(p.sliding.iter().map(|&s| Value::Bool(s)).collect()));
+        w.add(
+            &k("kv_plan.sources"),
+            Value::Array(p.sources.iter().map(|&s| Value::U32(s as u32)).collect()),
+        );
+        w.add(
+            &k("kv_plan.sliding"),
+            Value::Array(p.sliding.iter().map(|&s| Value::Bool(s)).collect()),
+        );
         w.add(&k("kv_plan.sliding_window"), Value::U32(p.window as u32));
         w.add(&k("kv_plan.force_nodiag"), Value::Bool(p.force_nodiag));
-        w.add(&k("kv_plan.forward_passes"), Value::U32(p.forward_passes as u32));
-        w.add(&k("kv_plan.backward_passes"), Value::U32(p.backward_passes as u32));
+        w.add(
+            &k("kv_plan.forward_passes"),
+            Value::U32(p.forward_passes as u32),
+        );
+        w.add(
+            &k("kv_plan.backward_passes"),
+            Value::U32(p.backward_passes as u32),
+        );
     }
     add_vocab(&mut w, dir, &cfg, opts)?;
 
@@ -155,12 +188,16 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     let matrix = |w: &mut GgufWriter, hf: &str, gguf: &str, permute: Option<usize>| -> Result<()> {
         let (shape, mut v) = ckpt.get(hf)?;
         if shape.len() != 2 {
-            return Err(Error::Model(format!("{hf} has shape {shape:?}, expected a matrix")));
+            return Err(Error::Model(format!(
+                "{hf} has shape {shape:?}, expected a matrix"
+            )));
         }
         let (rows, cols) = (shape[0], shape[1]);
         if let Some(nh) = permute {
             if rows % (2 * nh) != 0 {
-                return Err(Error::Model(format!("{hf}: {rows} rows do not split into {nh} heads of even size")));
+                return Err(Error::Model(format!(
+                    "{hf}: {rows} rows do not split into {nh} heads of even size"
+                )));
             }
             v = permute_heads(&v, nh, cols);
         }
@@ -172,12 +209,24 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     let vector = |w: &mut GgufWriter, hf: &str, gguf: &str| -> Result<()> {
         let (shape, v) = ckpt.get(hf)?;
         if shape.len() != 1 {
-            return Err(Error::Model(format!("{hf} has shape {shape:?}, expected a vector")));
+            return Err(Error::Model(format!(
+                "{hf} has shape {shape:?}, expected a vector"
+            )));
         }
-        w.add_tensor(gguf, GgmlType::F32, &[shape[0]], v.iter().flat_map(|x| x.to_le_bytes()).collect())?;
+        w.add_tensor(
+            gguf,
+            GgmlType::F32,
+            &[shape[0]],
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )?;
         Ok(())
     };
-    matrix(&mut w, "model.embed_tokens.weight", "token_embd.weight", None)?;
+    matrix(
+        &mut w,
+        "model.embed_tokens.weight",
+        "token_embd.weight",
+        None,
+    )?;
     vector(&mut w, "model.norm.weight", "output_norm.weight")?;
     if ckpt.has("lm_head.weight") && !cfg.tie_embeddings {
         matrix(&mut w, "lm_head.weight", "output.weight", None)?;
@@ -186,20 +235,63 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     for i in 0..cfg.n_layer {
         let hf = |s: &str| format!("model.layers.{i}.{s}");
         let gg = |s: &str| format!("blk.{i}.{s}");
-        vector(&mut w, &hf("input_layernorm.weight"), &gg("attn_norm.weight"))?;
-        vector(&mut w, &hf("post_attention_layernorm.weight"), &gg("ffn_norm.weight"))?;
-        matrix(&mut w, &hf("self_attn.o_proj.weight"), &gg("attn_output.weight"), None)?;
-        matrix(&mut w, &hf("mlp.down_proj.weight"), &gg("ffn_down.weight"), None)?;
+        vector(
+            &mut w,
+            &hf("input_layernorm.weight"),
+            &gg("attn_norm.weight"),
+        )?;
+        vector(
+            &mut w,
+            &hf("post_attention_layernorm.weight"),
+            &gg("ffn_norm.weight"),
+        )?;
+        matrix(
+            &mut w,
+            &hf("self_attn.o_proj.weight"),
+            &gg("attn_output.weight"),
+            None,
+        )?;
+        matrix(
+            &mut w,
+            &hf("mlp.down_proj.weight"),
+            &gg("ffn_down.weight"),
+            None,
+        )?;
         let producer = cfg.plan.as_ref().is_none_or(|p| p.is_producer(i));
         if cfg.kind == HfKind::Phi3 {
-            matrix(&mut w, &hf("self_attn.qkv_proj.weight"), &gg("attn_qkv.weight"), None)?;
-            matrix(&mut w, &hf("mlp.gate_up_proj.weight"), &gg("ffn_up.weight"), None)?;
+            matrix(
+                &mut w,
+                &hf("self_attn.qkv_proj.weight"),
+                &gg("attn_qkv.weight"),
+                None,
+            )?;
+            matrix(
+                &mut w,
+                &hf("mlp.gate_up_proj.weight"),
+                &gg("ffn_up.weight"),
+                None,
+            )?;
         } else {
             let perm = |n| if llama_rope { Some(n) } else { None };
-            matrix(&mut w, &hf("self_attn.q_proj.weight"), &gg("attn_q.weight"), perm(cfg.n_head))?;
+            matrix(
+                &mut w,
+                &hf("self_attn.q_proj.weight"),
+                &gg("attn_q.weight"),
+                perm(cfg.n_head),
+            )?;
             if producer {
-                matrix(&mut w, &hf("self_attn.k_proj.weight"), &gg("attn_k.weight"), perm(cfg.n_head_kv))?;
-                matrix(&mut w, &hf("self_attn.v_proj.weight"), &gg("attn_v.weight"), None)?;
+                matrix(
+                    &mut w,
+                    &hf("self_attn.k_proj.weight"),
+                    &gg("attn_k.weight"),
+                    perm(cfg.n_head_kv),
+                )?;
+                matrix(
+                    &mut w,
+                    &hf("self_attn.v_proj.weight"),
+                    &gg("attn_v.weight"),
+                    None,
+                )?;
             } else if ckpt.has(&hf("self_attn.k_proj.weight")) {
                 return Err(Error::Model(format!(
                     "layer {i} reads layer {}'s cache under layer_types, yet the checkpoint has {}",
@@ -207,14 +299,35 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
                     hf("self_attn.k_proj.weight")
                 )));
             }
-            matrix(&mut w, &hf("mlp.gate_proj.weight"), &gg("ffn_gate.weight"), None)?;
-            matrix(&mut w, &hf("mlp.up_proj.weight"), &gg("ffn_up.weight"), None)?;
+            matrix(
+                &mut w,
+                &hf("mlp.gate_proj.weight"),
+                &gg("ffn_gate.weight"),
+                None,
+            )?;
+            matrix(
+                &mut w,
+                &hf("mlp.up_proj.weight"),
+                &gg("ffn_up.weight"),
+                None,
+            )?;
         }
     }
     if let Some((long, short, orig)) = &cfg.rope_factors {
-        w.add(&k("rope.scaling.original_context_length"), Value::U32(*orig as u32));
-        for (n, f) in [("rope_factors_long.weight", long), ("rope_factors_short.weight", short)] {
-            w.add_tensor(n, GgmlType::F32, &[f.len()], f.iter().flat_map(|x| x.to_le_bytes()).collect())?;
+        w.add(
+            &k("rope.scaling.original_context_length"),
+            Value::U32(*orig as u32),
+        );
+        for (n, f) in [
+            ("rope_factors_long.weight", long),
+            ("rope_factors_short.weight", short),
+        ] {
+            w.add_tensor(
+                n,
+                GgmlType::F32,
+                &[f.len()],
+                f.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )?;
         }
     }
     pb.finish_and_clear();
@@ -235,11 +348,16 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
     }
     let path = dir.join("tokenizer.json");
     if !path.exists() {
-        eprintln!("lckv convert: no tokenizer.json in {}; the model will take token ids only", dir.display());
+        eprintln!(
+            "lckv convert: no tokenizer.json in {}; the model will take token ids only",
+            dir.display()
+        );
         return Ok(());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let j: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
     let model = &j["model"];
     if model["type"].as_str() != Some("BPE") || j["decoder"]["type"].as_str() != Some("ByteLevel") {
         return Err(Error::Tokenizer(format!(
@@ -247,13 +365,18 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
             path.display()
         )));
     }
-    let vocab = model["vocab"].as_object().ok_or_else(|| Error::Tokenizer("tokenizer.json has no model.vocab".into()))?;
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| Error::Tokenizer("tokenizer.json has no model.vocab".into()))?;
     let mut tokens = vec![String::new(); cfg.vocab];
     let mut types = vec![1i32; cfg.vocab];
     let mut put = |t: &str, id: u64, ty: i32| -> Result<()> {
-        let slot = tokens
-            .get_mut(id as usize)
-            .ok_or_else(|| Error::Tokenizer(format!("token '{t}' has id {id}, beyond vocab_size {}", cfg.vocab)))?;
+        let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+            Error::Tokenizer(format!(
+                "token '{t}' has id {id}, beyond vocab_size {}",
+                cfg.vocab
+            ))
+        })?;
         *slot = t.to_string();
         types[id as usize] = ty;
         Ok(())
@@ -263,7 +386,11 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
     }
     for a in j["added_tokens"].as_array().into_iter().flatten() {
         let special = a["special"].as_bool().unwrap_or(false);
-        put(a["content"].as_str().unwrap_or(""), a["id"].as_u64().unwrap_or(u64::MAX), if special { 3 } else { 4 })?;
+        put(
+            a["content"].as_str().unwrap_or(""),
+            a["id"].as_u64().unwrap_or(u64::MAX),
+            if special { 3 } else { 4 },
+        )?;
     }
     for (i, t) in tokens.iter_mut().enumerate() {
         if t.is_empty() {
@@ -276,14 +403,24 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
         .into_iter()
         .flatten()
         .map(|m| match m {
-            serde_json::Value::Array(p) => Value::String(format!("{} {}", p[0].as_str().unwrap_or(""), p.get(1).and_then(|x| x.as_str()).unwrap_or(""))),
+            serde_json::Value::Array(p) => Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or(""),
+                p.get(1).and_then(|x| x.as_str()).unwrap_or("")
+            )),
             other => Value::String(other.as_str().unwrap_or("").to_string()),
         })
         .collect();
     w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
     w.add("tokenizer.ggml.pre", Value::String("default".into()));
-    w.add("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect()));
-    w.add("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect()));
+    w.add(
+        "tokenizer.ggml.tokens",
+        Value::Array(tokens.into_iter().map(Value::String).collect()),
+    );
+    w.add(
+        "tokenizer.ggml.token_type",
+        Value::Array(types.into_iter().map(Value::I32).collect()),
+    );
     w.add("tokenizer.ggml.merges", Value::Array(merges));
     if let Some(b) = cfg.bos {
         w.add("tokenizer.ggml.bos_token_id", Value::U32(b));
@@ -316,12 +453,19 @@ pub fn quantize(input: &Path, out: &Path, ty: GgmlType) -> Result<()> {
         } else {
             let cols = t.dims[0];
             let mut values = vec![0f32; t.n_elements()];
-            let rb = t.ty.row_size(cols).ok_or_else(|| Error::Model(format!("{}: bad row size", t.name)))?;
+            let rb =
+                t.ty.row_size(cols)
+                    .ok_or_else(|| Error::Model(format!("{}: bad row size", t.name)))?;
             for (src, dst) in data.chunks_exact(rb).zip(values.chunks_exact_mut(cols)) {
                 quant::dequantize_row(t.ty, src, dst);
             }
             let out_ty = matrix_type(ty, cols);
-            w.add_tensor(&t.name, out_ty, &t.dims, quantize_matrix(out_ty, cols, &values))?;
+            w.add_tensor(
+                &t.name,
+                out_ty,
+                &t.dims,
+                quantize_matrix(out_ty, cols, &values),
+            )?;
         }
         pb.inc(1);
     }
@@ -338,7 +482,10 @@ mod tests {
     fn permutation_interleaves_halves_per_head() {
         // 2 heads of 4 rows, 1 column: rows [a0 a1 b0 b1] per head become [a0 b0 a1 b1].
         let w: Vec<f32> = (0..8).map(|x| x as f32).collect();
-        assert_eq!(permute_heads(&w, 2, 1), vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(
+            permute_heads(&w, 2, 1),
+            vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]
+        );
     }
 
     #[test]

@@ -46,13 +46,20 @@ impl ArenaLayout {
             .checked_mul(std::mem::size_of::<T>())
             .and_then(|b| b.checked_add(ALIGN - 1))
             .map(|b| b / ALIGN * ALIGN)
-            .ok_or_else(|| Error::Budget(format!("a buffer of {len} elements overflows the address space")))?;
+            .ok_or_else(|| {
+                Error::Budget(format!(
+                    "a buffer of {len} elements overflows the address space"
+                ))
+            })?;
         let offset = self.size;
-        self.size = self
-            .size
-            .checked_add(bytes)
-            .ok_or_else(|| Error::Budget("the session's buffers overflow the address space".into()))?;
-        Ok(Region { offset, len, _t: PhantomData })
+        self.size = self.size.checked_add(bytes).ok_or_else(|| {
+            Error::Budget("the session's buffers overflow the address space".into())
+        })?;
+        Ok(Region {
+            offset,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// Total bytes the arena will take.
@@ -98,11 +105,18 @@ impl Arena {
     /// are consumed here, so each byte belongs to at most one buffer.
     pub fn take<T: Plain>(self: &Arc<Self>, region: Region<T>) -> Buf<T> {
         let bytes = region.len * std::mem::size_of::<T>();
-        assert!(region.offset + bytes <= self.layout.size(), "region outside the arena it was laid out for");
+        assert!(
+            region.offset + bytes <= self.layout.size(),
+            "region outside the arena it was laid out for"
+        );
         // SAFETY: offset + bytes is inside the allocation (checked above), and offsets are
         // multiples of ALIGN, which satisfies T's alignment.
         let ptr = unsafe { self.ptr.as_ptr().add(region.offset) } as *mut T;
-        Buf { _arena: Arc::clone(self), ptr, len: region.len }
+        Buf {
+            _arena: Arc::clone(self),
+            ptr,
+            len: region.len,
+        }
     }
 }
 

@@ -16,7 +16,9 @@ pub fn parse_kv_type(s: &str) -> Result<GgmlType> {
         "f32" => Ok(GgmlType::F32),
         "f16" => Ok(GgmlType::F16),
         "q8_0" => Ok(GgmlType::Q8_0),
-        other => Err(Error::Usage(format!("unknown KV cache type '{other}': use f16 (default), q8_0 or f32"))),
+        other => Err(Error::Usage(format!(
+            "unknown KV cache type '{other}': use f16 (default), q8_0 or f32"
+        ))),
     }
 }
 
@@ -29,7 +31,11 @@ pub fn kv_layout(cfg: &ModelConfig, ty: GgmlType) -> Result<KvLayout> {
             cfg.head_dim
         )));
     }
-    Ok(KvLayout { ty, n_kv_head: cfg.n_head_kv, head_dim: cfg.head_dim })
+    Ok(KvLayout {
+        ty,
+        n_kv_head: cfg.n_head_kv,
+        head_dim: cfg.head_dim,
+    })
 }
 
 /// Bytes of K and V one token adds to the cache, over all producer layers.
@@ -57,7 +63,12 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn reserve(cfg: &ModelConfig, n_ctx: usize, ty: GgmlType, arena: &mut ArenaLayout) -> Result<KvRegions> {
+    pub fn reserve(
+        cfg: &ModelConfig,
+        n_ctx: usize,
+        ty: GgmlType,
+        arena: &mut ArenaLayout,
+    ) -> Result<KvRegions> {
         let layout = kv_layout(cfg, ty)?;
         let per_layer = layout
             .pos_bytes()
@@ -66,21 +77,37 @@ impl KvCache {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             layers.push(if cfg.plan.is_producer(i) {
-                Some((arena.reserve::<u8>(per_layer)?, arena.reserve::<u8>(per_layer)?))
+                Some((
+                    arena.reserve::<u8>(per_layer)?,
+                    arena.reserve::<u8>(per_layer)?,
+                ))
             } else {
                 None
             });
         }
-        Ok(KvRegions { layout, n_ctx, layers })
+        Ok(KvRegions {
+            layout,
+            n_ctx,
+            layers,
+        })
     }
 
     pub fn take(regions: KvRegions, arena: &std::sync::Arc<Arena>) -> KvCache {
         let layers = regions
             .layers
             .into_iter()
-            .map(|r| r.map(|(k, v)| LayerCache { k: arena.take(k), v: arena.take(v) }))
+            .map(|r| {
+                r.map(|(k, v)| LayerCache {
+                    k: arena.take(k),
+                    v: arena.take(v),
+                })
+            })
             .collect();
-        KvCache { layout: regions.layout, n_ctx: regions.n_ctx, layers }
+        KvCache {
+            layout: regions.layout,
+            n_ctx: regions.n_ctx,
+            layers,
+        }
     }
 
     pub fn layout(&self) -> &KvLayout {
@@ -92,7 +119,9 @@ impl KvCache {
     }
 
     fn layer(&self, layer: usize) -> &LayerCache {
-        self.layers[layer].as_ref().expect("KV cache accessed for a layer that produces none")
+        self.layers[layer]
+            .as_ref()
+            .expect("KV cache accessed for a layer that produces none")
     }
 
     /// K rows of a producer layer.
@@ -110,18 +139,33 @@ impl KvCache {
         let pb = layout.pos_bytes();
         let rb = layout.row_bytes();
         let hd = layout.head_dim;
-        let lc = self.layers[layer].as_mut().expect("store into a layer that produces no KV");
-        let (kd, vd) = (&mut lc.k[pos * pb..(pos + 1) * pb], &mut lc.v[pos * pb..(pos + 1) * pb]);
+        let lc = self.layers[layer]
+            .as_mut()
+            .expect("store into a layer that produces no KV");
+        let (kd, vd) = (
+            &mut lc.k[pos * pb..(pos + 1) * pb],
+            &mut lc.v[pos * pb..(pos + 1) * pb],
+        );
         for h in 0..layout.n_kv_head {
-            kern.quantize_row(layout.ty, &k[h * hd..(h + 1) * hd], &mut kd[h * rb..(h + 1) * rb]);
-            kern.quantize_row(layout.ty, &v[h * hd..(h + 1) * hd], &mut vd[h * rb..(h + 1) * rb]);
+            kern.quantize_row(
+                layout.ty,
+                &k[h * hd..(h + 1) * hd],
+                &mut kd[h * rb..(h + 1) * rb],
+            );
+            kern.quantize_row(
+                layout.ty,
+                &v[h * hd..(h + 1) * hd],
+                &mut vd[h * rb..(h + 1) * rb],
+            );
         }
     }
 
     /// Zeroes positions of a producer layer (the first pass of an iterative prefill reads zeros).
     pub fn zero(&mut self, layer: usize, positions: Range<usize>) {
         let pb = self.layout.pos_bytes();
-        let lc = self.layers[layer].as_mut().expect("zeroing a layer that produces no KV");
+        let lc = self.layers[layer]
+            .as_mut()
+            .expect("zeroing a layer that produces no KV");
         lc.k[positions.start * pb..positions.end * pb].fill(0);
         lc.v[positions.start * pb..positions.end * pb].fill(0);
     }
@@ -140,7 +184,9 @@ impl KvCache {
     pub fn copy_in(&mut self, layer: usize, positions: Range<usize>, data: &[u8]) {
         let pb = self.layout.pos_bytes();
         let n = (positions.end - positions.start) * pb;
-        let lc = self.layers[layer].as_mut().expect("restoring a layer that produces no KV");
+        let lc = self.layers[layer]
+            .as_mut()
+            .expect("restoring a layer that produces no KV");
         lc.k[positions.start * pb..positions.end * pb].copy_from_slice(&data[..n]);
         lc.v[positions.start * pb..positions.end * pb].copy_from_slice(&data[n..2 * n]);
     }

@@ -93,7 +93,10 @@ fn tokenizer_bytes(model: &Model) -> usize {
         .iter()
         .filter(|(k, _)| k.starts_with("tokenizer."))
         .map(|(_, v)| match v.as_array() {
-            Some(a) => a.iter().map(|x| x.as_str().map_or(8, |s| s.len() + 40)).sum(),
+            Some(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or(8, |s| s.len() + 40))
+                .sum(),
             None => v.as_str().map_or(8, str::len),
         })
         .sum();
@@ -101,14 +104,27 @@ fn tokenizer_bytes(model: &Model) -> usize {
 }
 
 /// The longest context (a multiple of 256, at most `max_ctx`) whose plan fits the budget.
-pub fn longest_context(model: &Model, dims: &ForwardDims, budget: usize, max_ctx: usize) -> Result<usize> {
+pub fn longest_context(
+    model: &Model,
+    dims: &ForwardDims,
+    budget: usize,
+    max_ctx: usize,
+) -> Result<usize> {
     let fits = |n_ctx: usize| -> Result<bool> {
-        let d = ForwardDims { n_ctx, n_batch: dims.n_batch.min(n_ctx), ..*dims };
+        let d = ForwardDims {
+            n_ctx,
+            n_batch: dims.n_batch.min(n_ctx),
+            ..*dims
+        };
         Ok(MemoryPlan::new(model, &d)?.total() <= budget)
     };
     let step = 256;
     if !fits(step.min(max_ctx))? {
-        let d = ForwardDims { n_ctx: step.min(max_ctx), n_batch: dims.n_batch.min(step), ..*dims };
+        let d = ForwardDims {
+            n_ctx: step.min(max_ctx),
+            n_batch: dims.n_batch.min(step),
+            ..*dims
+        };
         MemoryPlan::new(model, &d)?.check(budget)?;
     }
     let (mut lo, mut hi) = (1usize, max_ctx.div_ceil(step));
@@ -128,15 +144,30 @@ pub fn longest_context(model: &Model, dims: &ForwardDims, budget: usize, max_ctx
 pub fn parse_size(s: &str) -> Result<usize> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let (num, mult) = [("gib", 1usize << 30), ("mib", 1 << 20), ("kib", 1 << 10), ("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| Error::Usage(format!("cannot read '{s}' as a size; write e.g. 512M, 1.5G or 2GiB")))?;
+    let (num, mult) = [
+        ("gib", 1usize << 30),
+        ("mib", 1 << 20),
+        ("kib", 1 << 10),
+        ("gb", 1 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
+    let v: f64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "cannot read '{s}' as a size; write e.g. 512M, 1.5G or 2GiB"
+        ))
+    })?;
     if !v.is_finite() || v <= 0.0 || v * mult as f64 > 1e18 {
-        return Err(Error::Usage(format!("size '{s}' is not a positive amount of memory")));
+        return Err(Error::Usage(format!(
+            "size '{s}' is not a positive amount of memory"
+        )));
     }
     Ok((v * mult as f64) as usize)
 }

@@ -52,7 +52,10 @@ fn header_of(session: &mut Session, n: usize, tokens: &[u32]) -> Header {
 pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize> {
     let n = tokens.len();
     if n == 0 || n > session.n_past() {
-        return Err(Error::Usage(format!("cannot save {n} tokens of a session holding {}", session.n_past())));
+        return Err(Error::Usage(format!(
+            "cannot save {n} tokens of a session holding {}",
+            session.n_past()
+        )));
     }
     let h = header_of(session, n, tokens);
     let mut out = Vec::new();
@@ -106,7 +109,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Rejected> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| Rejected::Damaged("truncated".into()))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| Rejected::Damaged("truncated".into()))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -135,22 +142,33 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
     let mut r = Reader { b: body, at: 8 };
     let identity = r.u32()?;
     let lt_len = r.u32()? as usize;
-    let layer_types = String::from_utf8(r.take(lt_len)?.to_vec()).map_err(|_| Rejected::Damaged("bad plan text".into()))?;
+    let layer_types = String::from_utf8(r.take(lt_len)?.to_vec())
+        .map_err(|_| Rejected::Damaged("bad plan text".into()))?;
     let (kv_type, n_kv_head, head_dim, n) = (r.u32()?, r.u32()?, r.u32()?, r.u32()? as usize);
     let want = header_of(session, 0, &[]);
     if identity != want.identity {
         return Err(Rejected::Mismatch("another model file".into()));
     }
     if layer_types != want.layer_types {
-        return Err(Rejected::Mismatch(format!("KV plan {layer_types}, not {}", want.layer_types)));
+        return Err(Rejected::Mismatch(format!(
+            "KV plan {layer_types}, not {}",
+            want.layer_types
+        )));
     }
     if kv_type != want.kv_type || n_kv_head != want.n_kv_head || head_dim != want.head_dim {
         return Err(Rejected::Mismatch("another KV cache type".into()));
     }
     if n == 0 || n > session.n_ctx() {
-        return Err(Rejected::Mismatch(format!("{n} tokens, more than the context of {}", session.n_ctx())));
+        return Err(Rejected::Mismatch(format!(
+            "{n} tokens, more than the context of {}",
+            session.n_ctx()
+        )));
     }
-    let tokens: Vec<u32> = r.take(4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let tokens: Vec<u32> = r
+        .take(4 * n)?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     let producers = session.model().cfg.plan.producers();
     let cache = &mut session.forward_mut().cache;
     let per = 2 * n * cache.layout().pos_bytes();
@@ -161,6 +179,8 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
         let data = r.take(per)?;
         cache.copy_in(p, 0..n, data);
     }
-    session.set_n_past(n).map_err(|e| Rejected::Mismatch(e.to_string()))?;
+    session
+        .set_n_past(n)
+        .map_err(|e| Rejected::Mismatch(e.to_string()))?;
     Ok(tokens)
 }

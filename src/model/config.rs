@@ -22,11 +22,9 @@ impl Arch {
             "phi3" => Arch::Phi3,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
-            other => {
-                return Err(Error::Model(format!(
-                    "architecture '{other}' is not supported; lckv runs llama, phi3, qwen2 and gemma3"
-                )))
-            }
+            other => return Err(Error::Model(format!(
+                "architecture '{other}' is not supported; lckv runs llama, phi3, qwen2 and gemma3"
+            ))),
         })
     }
 
@@ -65,6 +63,8 @@ pub struct ArchTraits {
     pub rope_neox: bool,
     /// Multiply token embeddings by sqrt(n_embd).
     pub scale_embeddings: bool,
+    /// Multiply the queries by the attention scale before q·k (instead of scaling the scores).
+    pub scale_queries: bool,
 }
 
 /// Rotary position embedding parameters.
@@ -108,9 +108,9 @@ impl ModelConfig {
     /// Reads the configuration of a GGUF model, including its KV plan (identity when the file
     /// has no `kv_plan` keys).
     pub fn from_gguf(g: &GgufFile) -> Result<ModelConfig> {
-        let arch_name = g
-            .get_str("general.architecture")?
-            .ok_or_else(|| Error::Model("general.architecture is missing; is this a model GGUF?".into()))?;
+        let arch_name = g.get_str("general.architecture")?.ok_or_else(|| {
+            Error::Model("general.architecture is missing; is this a model GGUF?".into())
+        })?;
         let arch = Arch::from_name(arch_name)?;
         let a = arch.name();
         let req_u32 = |key: &str| -> Result<usize> {
@@ -119,7 +119,9 @@ impl ModelConfig {
                 .map(|v| v as usize)
                 .ok_or_else(|| Error::Model(format!("required metadata key {full} is missing")))
         };
-        let opt_u32 = |key: &str| -> Result<Option<usize>> { Ok(g.get_u32(&format!("{a}.{key}"))?.map(|v| v as usize)) };
+        let opt_u32 = |key: &str| -> Result<Option<usize>> {
+            Ok(g.get_u32(&format!("{a}.{key}"))?.map(|v| v as usize))
+        };
         let opt_f32 = |key: &str| -> Result<Option<f32>> { Ok(g.get_f32(&format!("{a}.{key}"))?) };
 
         let n_layer = req_u32("block_count")?;
@@ -133,7 +135,9 @@ impl ModelConfig {
             )));
         }
         if n_layer > 1024 || n_embd > 65536 || n_head > 1024 || n_ff > 1 << 20 {
-            return Err(Error::Model(format!("{a}: hyper-parameters out of any supported range")));
+            return Err(Error::Model(format!(
+                "{a}: hyper-parameters out of any supported range"
+            )));
         }
         if n_head % n_head_kv != 0 {
             return Err(Error::Model(format!(
@@ -144,14 +148,18 @@ impl ModelConfig {
             Some(k) => k,
             None => {
                 if n_embd % n_head != 0 {
-                    return Err(Error::Model(format!("{a}: embedding_length {n_embd} not divisible by head_count {n_head}")));
+                    return Err(Error::Model(format!(
+                        "{a}: embedding_length {n_embd} not divisible by head_count {n_head}"
+                    )));
                 }
                 n_embd / n_head
             }
         };
         if let Some(v) = opt_u32("attention.value_length")? {
             if v != head_dim {
-                return Err(Error::Model(format!("{a}: value_length {v} differs from key_length {head_dim}; not supported")));
+                return Err(Error::Model(format!(
+                    "{a}: value_length {v} differs from key_length {head_dim}; not supported"
+                )));
             }
         }
         let n_rot = opt_u32("rope.dimension_count")?.unwrap_or(head_dim);
@@ -163,10 +171,17 @@ impl ModelConfig {
             None => g
                 .get_array("tokenizer.ggml.tokens")?
                 .map(|t| t.len())
-                .ok_or_else(|| Error::Model(format!("{a}.vocab_size and tokenizer.ggml.tokens are both missing")))?,
+                .ok_or_else(|| {
+                    Error::Model(format!(
+                        "{a}.vocab_size and tokenizer.ggml.tokens are both missing"
+                    ))
+                })?,
         };
         let rms_eps = opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
-        let freq_scale = match (g.get_str(&format!("{a}.rope.scaling.type"))?, opt_f32("rope.scaling.factor")?) {
+        let freq_scale = match (
+            g.get_str(&format!("{a}.rope.scaling.type"))?,
+            opt_f32("rope.scaling.factor")?,
+        ) {
             (Some("linear"), Some(f)) if f > 0.0 => 1.0 / f,
             _ => 1.0,
         };
@@ -175,7 +190,8 @@ impl ModelConfig {
             base: opt_f32("rope.freq_base")?.unwrap_or(10000.0),
             base_sliding: None,
             freq_scale,
-            attn_factor: 1.0,
+            // llama.cpp multiplies cos/sin by this whenever the file sets it (Phi-3 LongRoPE).
+            attn_factor: opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0),
         };
         let mut cfg = ModelConfig {
             arch,
@@ -202,7 +218,8 @@ impl ModelConfig {
 
     /// Replaces the plan (for `--kv-plan` on standard models).
     pub fn set_plan(&mut self, spec: &str) -> Result<()> {
-        let mut plan = KvPlan::from_spec(spec, self.n_layer, self.sliding_window).map_err(Error::Usage)?;
+        let mut plan =
+            KvPlan::from_spec(spec, self.n_layer, self.sliding_window).map_err(Error::Usage)?;
         for (s, &a) in plan.sliding.iter_mut().zip(&self.arch_sliding) {
             *s |= a;
         }
@@ -250,20 +267,35 @@ fn read_plan(g: &GgufFile, a: &str, cfg: &ModelConfig) -> Result<KvPlan> {
     plan.sources = sources.iter().map(|&s| s as usize).collect();
     if let Some(sliding) = g.get_array(&key("sliding"))? {
         if sliding.len() != l {
-            return Err(Error::Model(format!("{} has {} entries, expected {l}", key("sliding"), sliding.len())));
+            return Err(Error::Model(format!(
+                "{} has {} entries, expected {l}",
+                key("sliding"),
+                sliding.len()
+            )));
         }
         for (i, v) in sliding.iter().enumerate() {
-            plan.sliding[i] |= v
-                .as_bool()
-                .ok_or_else(|| Error::Model(format!("{}[{i}] is a {}, expected bool", key("sliding"), v.type_name())))?;
+            plan.sliding[i] |= v.as_bool().ok_or_else(|| {
+                Error::Model(format!(
+                    "{}[{i}] is a {}, expected bool",
+                    key("sliding"),
+                    v.type_name()
+                ))
+            })?;
         }
     }
     if let Some(w) = g.get_u32(&key("sliding_window"))? {
         plan.window = w as usize;
     }
     plan.force_nodiag = g.get_bool(&key("force_nodiag"))?.unwrap_or(true);
-    plan.forward_passes = g.get_u32(&key("forward_passes"))?.map(|v| v as usize).unwrap_or(DEFAULT_FORWARD_PASSES);
-    plan.backward_passes = g.get_u32(&key("backward_passes"))?.map(|v| v as usize).unwrap_or(DEFAULT_BACKWARD_PASSES);
-    plan.validate().map_err(|e| Error::Model(format!("{a}.kv_plan: {e}")))?;
+    plan.forward_passes = g
+        .get_u32(&key("forward_passes"))?
+        .map(|v| v as usize)
+        .unwrap_or(DEFAULT_FORWARD_PASSES);
+    plan.backward_passes = g
+        .get_u32(&key("backward_passes"))?
+        .map(|v| v as usize)
+        .unwrap_or(DEFAULT_BACKWARD_PASSES);
+    plan.validate()
+        .map_err(|e| Error::Model(format!("{a}.kv_plan: {e}")))?;
     Ok(plan)
 }

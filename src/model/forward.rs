@@ -98,11 +98,20 @@ pub struct Forward {
     pub cache: KvCache,
 }
 
-fn reserve(cfg: &ModelConfig, max_cols: usize, d: &ForwardDims, l: &mut ArenaLayout) -> Result<Regions> {
+fn reserve(
+    cfg: &ModelConfig,
+    max_cols: usize,
+    d: &ForwardDims,
+    l: &mut ArenaLayout,
+) -> Result<Regions> {
     let b = d.n_batch;
     let e = cfg.n_embd;
     let fused_qkv = cfg.traits.fused_qkv;
-    let up_rows = if cfg.traits.fused_gate_up { 2 * cfg.n_ff } else { cfg.n_ff };
+    let up_rows = if cfg.traits.fused_gate_up {
+        2 * cfg.n_ff
+    } else {
+        cfg.n_ff
+    };
     // Activations are quantized per row; F32 weights take them as f32, the widest case.
     let act_row = max_cols * 4;
     let kv_pos_bytes = crate::memory::kv_cache::kv_layout(cfg, d.kv_type)?.pos_bytes();
@@ -114,7 +123,11 @@ fn reserve(cfg: &ModelConfig, max_cols: usize, d: &ForwardDims, l: &mut ArenaLay
         q: l.reserve(b * cfg.q_dim())?,
         k: l.reserve(b * cfg.kv_dim())?,
         v: l.reserve(b * cfg.kv_dim())?,
-        qkv: l.reserve(if fused_qkv { b * (cfg.q_dim() + 2 * cfg.kv_dim()) } else { 0 })?,
+        qkv: l.reserve(if fused_qkv {
+            b * (cfg.q_dim() + 2 * cfg.kv_dim())
+        } else {
+            0
+        })?,
         att: l.reserve(b * cfg.q_dim())?,
         gate: l.reserve(b * cfg.n_ff)?,
         up: l.reserve(b * up_rows)?,
@@ -123,23 +136,36 @@ fn reserve(cfg: &ModelConfig, max_cols: usize, d: &ForwardDims, l: &mut ArenaLay
         logits: l.reserve(d.logit_rows * cfg.n_vocab)?,
         rope: l.reserve(cfg.rope.n_rot)?,
         tmp: l.reserve(2 * e.max(cfg.head_dim))?,
-        snapshot: l.reserve(if d.early_exit { 2 * b * kv_pos_bytes * n_producers } else { 0 })?,
+        snapshot: l.reserve(if d.early_exit {
+            2 * b * kv_pos_bytes * n_producers
+        } else {
+            0
+        })?,
         kv: KvCache::reserve(cfg, d.n_ctx, d.kv_type, l)?,
     })
 }
 
 impl Forward {
     /// Bytes of the arena and of the attention scratch for these dimensions.
-    pub fn arena_bytes(cfg: &ModelConfig, max_cols: usize, d: &ForwardDims) -> Result<(usize, usize)> {
+    pub fn arena_bytes(
+        cfg: &ModelConfig,
+        max_cols: usize,
+        d: &ForwardDims,
+    ) -> Result<(usize, usize)> {
         let mut l = ArenaLayout::new();
         reserve(cfg, max_cols, d, &mut l)?;
-        Ok((l.size(), cfg.n_head * AttnScratch::bytes(d.n_ctx, cfg.head_dim)))
+        Ok((
+            l.size(),
+            cfg.n_head * AttnScratch::bytes(d.n_ctx, cfg.head_dim),
+        ))
     }
 
     pub fn new(model: &Model, kern: &'static Kernels, dims: ForwardDims) -> Result<Forward> {
         let cfg = &model.cfg;
         if dims.n_batch == 0 || dims.n_ctx == 0 || dims.logit_rows == 0 {
-            return Err(Error::Usage("context, batch size and logit rows must be at least 1".into()));
+            return Err(Error::Usage(
+                "context, batch size and logit rows must be at least 1".into(),
+            ));
         }
         let mut layout = ArenaLayout::new();
         let r = reserve(cfg, model.weights.max_cols(), &dims, &mut layout)?;
@@ -164,7 +190,9 @@ impl Forward {
             rope: arena.take(r.rope),
             tmp: arena.take(r.tmp),
             snapshot: arena.take(r.snapshot),
-            attn: (0..cfg.n_head).map(|_| AttnScratch::new(dims.n_ctx, cfg.head_dim)).collect(),
+            attn: (0..cfg.n_head)
+                .map(|_| AttnScratch::new(dims.n_ctx, cfg.head_dim))
+                .collect(),
             cache: KvCache::take(r.kv, &arena),
         })
     }
@@ -194,7 +222,10 @@ impl Forward {
             return Ok(ForwardStats::default());
         }
         if n > self.dims.n_batch {
-            return Err(Error::Usage(format!("a batch of {n} tokens exceeds the batch size {}", self.dims.n_batch)));
+            return Err(Error::Usage(format!(
+                "a batch of {n} tokens exceeds the batch size {}",
+                self.dims.n_batch
+            )));
         }
         if pos0 + n > self.dims.n_ctx {
             return Err(Error::Usage(format!(
@@ -239,10 +270,21 @@ impl Forward {
     /// The iterative parallel prefill of one cyclic group: every pass starts from the same input
     /// states; the layers that attend up read the producers' K/V of the previous pass (zeros in
     /// the first); the last pass leaves its K/V in the cache and its output in `x`.
-    fn iterate(&mut self, m: &Model, layers: Range<usize>, n: usize, pos0: usize, passes: usize, tol: Option<f32>) -> usize {
+    fn iterate(
+        &mut self,
+        m: &Model,
+        layers: Range<usize>,
+        n: usize,
+        pos0: usize,
+        passes: usize,
+        tol: Option<f32>,
+    ) -> usize {
         let e = m.cfg.n_embd;
         self.x_in[..n * e].copy_from_slice(&self.x[..n * e]);
-        let producers: Vec<usize> = layers.clone().filter(|&i| m.cfg.plan.is_producer(i)).collect();
+        let producers: Vec<usize> = layers
+            .clone()
+            .filter(|&i| m.cfg.plan.is_producer(i))
+            .collect();
         for &p in &producers {
             self.cache.zero(p, pos0..pos0 + n);
         }
@@ -270,7 +312,8 @@ impl Forward {
     fn snapshot_kv(&mut self, producers: &[usize], pos: Range<usize>) {
         let per = 2 * (pos.end - pos.start) * self.cache.layout().pos_bytes();
         for (j, &p) in producers.iter().enumerate() {
-            self.cache.copy_out(p, pos.clone(), &mut self.snapshot[j * per..(j + 1) * per]);
+            self.cache
+                .copy_out(p, pos.clone(), &mut self.snapshot[j * per..(j + 1) * per]);
         }
     }
 
@@ -306,14 +349,22 @@ impl Forward {
         let emb = &m.weights.token_embd;
         let data = emb.data(&m.file);
         let rb = emb.row_bytes();
-        let scale = if cfg.traits.scale_embeddings { (e as f32).sqrt() } else { 1.0 };
+        let scale = if cfg.traits.scale_embeddings {
+            (e as f32).sqrt()
+        } else {
+            1.0
+        };
         for (r, &t) in tokens.iter().enumerate() {
             let t = t as usize;
             if t >= cfg.n_vocab {
-                return Err(Error::Usage(format!("token id {t} is outside the vocabulary of {} tokens", cfg.n_vocab)));
+                return Err(Error::Usage(format!(
+                    "token id {t} is outside the vocabulary of {} tokens",
+                    cfg.n_vocab
+                )));
             }
             let row = &mut self.x[r * e..(r + 1) * e];
-            self.kern.dequantize_row(emb.ty, &data[t * rb..(t + 1) * rb], row);
+            self.kern
+                .dequantize_row(emb.ty, &data[t * rb..(t + 1) * rb], row);
             if scale != 1.0 {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
@@ -334,10 +385,23 @@ impl Forward {
 
         // Attention: xn = norm(x); q, k, v = projections of xn.
         for r in 0..n {
-            kern.rms_norm(&x[r * e..(r + 1) * e], &w.attn_norm, cfg.rms_eps, &mut self.xn[r * e..(r + 1) * e]);
+            kern.rms_norm(
+                &x[r * e..(r + 1) * e],
+                &w.attn_norm,
+                cfg.rms_eps,
+                &mut self.xn[r * e..(r + 1) * e],
+            );
         }
         if let Some(wqkv) = &w.wqkv {
-            matmul(kern, m, wqkv, &self.xn[..n * e], n, &mut self.act, &mut self.qkv);
+            matmul(
+                kern,
+                m,
+                wqkv,
+                &self.xn[..n * e],
+                n,
+                &mut self.act,
+                &mut self.qkv,
+            );
             let width = wqkv.rows;
             for r in 0..n {
                 let row = &self.qkv[r * width..(r + 1) * width];
@@ -349,12 +413,39 @@ impl Forward {
             }
         } else {
             let wq = w.wq.as_ref().expect("weights without Q projection");
-            matmul(kern, m, wq, &self.xn[..n * e], n, &mut self.act, &mut self.q);
+            matmul(
+                kern,
+                m,
+                wq,
+                &self.xn[..n * e],
+                n,
+                &mut self.act,
+                &mut self.q,
+            );
             if producer {
-                let (wk, wv) = (w.wk.as_ref().expect("producer without K"), w.wv.as_ref().expect("producer without V"));
+                let (wk, wv) = (
+                    w.wk.as_ref().expect("producer without K"),
+                    w.wv.as_ref().expect("producer without V"),
+                );
                 // The activation rows quantized for Q serve K and V when the types agree.
-                matmul(kern, m, wk, &self.xn[..n * e], n, &mut self.act, &mut self.k);
-                matmul(kern, m, wv, &self.xn[..n * e], n, &mut self.act, &mut self.v);
+                matmul(
+                    kern,
+                    m,
+                    wk,
+                    &self.xn[..n * e],
+                    n,
+                    &mut self.act,
+                    &mut self.k,
+                );
+                matmul(
+                    kern,
+                    m,
+                    wv,
+                    &self.xn[..n * e],
+                    n,
+                    &mut self.act,
+                    &mut self.v,
+                );
             }
         }
         add_bias(&mut self.q[..n * qd], w.bq.as_deref());
@@ -363,11 +454,25 @@ impl Forward {
             add_bias(&mut self.v[..n * kvd], w.bv.as_deref());
         }
         if let Some(qn) = &w.q_norm {
-            head_norm(kern, &mut self.q[..n * qd], qn, hd, cfg.rms_eps, &mut self.tmp);
+            head_norm(
+                kern,
+                &mut self.q[..n * qd],
+                qn,
+                hd,
+                cfg.rms_eps,
+                &mut self.tmp,
+            );
         }
         if producer {
             if let Some(kn) = &w.k_norm {
-                head_norm(kern, &mut self.k[..n * kvd], kn, hd, cfg.rms_eps, &mut self.tmp);
+                head_norm(
+                    kern,
+                    &mut self.k[..n * kvd],
+                    kn,
+                    hd,
+                    cfg.rms_eps,
+                    &mut self.tmp,
+                );
             }
         }
         // RoPE: each layer rotates its own queries; producers rotate keys before caching them.
@@ -380,14 +485,53 @@ impl Forward {
         for r in 0..n {
             let pos = pos0 + r;
             let (cos, sin) = self.rope.split_at_mut(half);
-            rope_angles(pos, base, freq_scale, cfg.rope.attn_factor, m.weights.rope_factors.as_deref(), cos, sin);
-            kern.rope(&mut self.q[r * qd..(r + 1) * qd], nh, hd, cfg.rope.n_rot, cos, sin, cfg.traits.rope_neox);
+            rope_angles(
+                pos,
+                base,
+                freq_scale,
+                cfg.rope.attn_factor,
+                m.weights.rope_factors.for_context(self.dims.n_ctx),
+                cos,
+                sin,
+            );
+            kern.rope(
+                &mut self.q[r * qd..(r + 1) * qd],
+                nh,
+                hd,
+                cfg.rope.n_rot,
+                cos,
+                sin,
+                cfg.traits.rope_neox,
+            );
             if producer {
-                kern.rope(&mut self.k[r * kvd..(r + 1) * kvd], nkv, hd, cfg.rope.n_rot, cos, sin, cfg.traits.rope_neox);
-                self.cache.store(kern, il, pos, &self.k[r * kvd..(r + 1) * kvd], &self.v[r * kvd..(r + 1) * kvd]);
+                kern.rope(
+                    &mut self.k[r * kvd..(r + 1) * kvd],
+                    nkv,
+                    hd,
+                    cfg.rope.n_rot,
+                    cos,
+                    sin,
+                    cfg.traits.rope_neox,
+                );
+                self.cache.store(
+                    kern,
+                    il,
+                    pos,
+                    &self.k[r * kvd..(r + 1) * kvd],
+                    &self.v[r * kvd..(r + 1) * kvd],
+                );
             }
         }
 
+        // Phi-3 and Gemma 3 scale the queries themselves (llama.cpp does too: it changes rounding).
+        let scale = if cfg.traits.scale_queries {
+            self.q[..n * qd]
+                .iter_mut()
+                .for_each(|x| *x *= cfg.attn_scale);
+            1.0
+        } else {
+            cfg.attn_scale
+        };
         // att[h][r] = softmax(scale q·K) V over the visible positions of the source layer.
         let src = cfg.plan.sources[il];
         let layout = *self.cache.layout();
@@ -395,7 +539,6 @@ impl Forward {
         let q = &self.q;
         let plan = &cfg.plan;
         let group = nh / nkv;
-        let scale = cfg.attn_scale;
         self.att[..n * qd]
             .par_chunks_mut(n * hd)
             .zip(self.attn.par_iter_mut())
@@ -404,31 +547,86 @@ impl Forward {
                 for r in 0..n {
                     let qh = &q[r * qd + h * hd..r * qd + (h + 1) * hd];
                     let vis = plan.visible(il, pos0 + r);
-                    kern.attend(&layout, kc, vc, h / group, vis, qh, scale, scratch, &mut out_h[r * hd..(r + 1) * hd]);
+                    kern.attend(
+                        &layout,
+                        kc,
+                        vc,
+                        h / group,
+                        vis,
+                        qh,
+                        scale,
+                        scratch,
+                        &mut out_h[r * hd..(r + 1) * hd],
+                    );
                 }
             });
         for r in 0..n {
             for h in 0..nh {
-                self.xn[r * qd + h * hd..r * qd + (h + 1) * hd].copy_from_slice(&self.att[h * n * hd + r * hd..h * n * hd + (r + 1) * hd]);
+                self.xn[r * qd + h * hd..r * qd + (h + 1) * hd]
+                    .copy_from_slice(&self.att[h * n * hd + r * hd..h * n * hd + (r + 1) * hd]);
             }
         }
-        matmul(kern, m, &w.wo, &self.xn[..n * qd], n, &mut self.act, &mut self.proj);
+        matmul(
+            kern,
+            m,
+            &w.wo,
+            &self.xn[..n * qd],
+            n,
+            &mut self.act,
+            &mut self.proj,
+        );
         if let Some(pn) = &w.post_attn_norm {
-            row_norm(kern, &mut self.proj[..n * e], pn, e, cfg.rms_eps, &mut self.tmp);
+            row_norm(
+                kern,
+                &mut self.proj[..n * e],
+                pn,
+                e,
+                cfg.rms_eps,
+                &mut self.tmp,
+            );
         }
         add_into(x, &self.proj[..n * e]);
 
         // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
         for r in 0..n {
-            kern.rms_norm(&x[r * e..(r + 1) * e], &w.ffn_norm, cfg.rms_eps, &mut self.xn[r * e..(r + 1) * e]);
+            kern.rms_norm(
+                &x[r * e..(r + 1) * e],
+                &w.ffn_norm,
+                cfg.rms_eps,
+                &mut self.xn[r * e..(r + 1) * e],
+            );
         }
         let f = cfg.n_ff;
         if let Some(wg) = &w.w_gate {
-            matmul(kern, m, wg, &self.xn[..n * e], n, &mut self.act, &mut self.gate);
-            matmul(kern, m, &w.w_up, &self.xn[..n * e], n, &mut self.act, &mut self.up);
+            matmul(
+                kern,
+                m,
+                wg,
+                &self.xn[..n * e],
+                n,
+                &mut self.act,
+                &mut self.gate,
+            );
+            matmul(
+                kern,
+                m,
+                &w.w_up,
+                &self.xn[..n * e],
+                n,
+                &mut self.act,
+                &mut self.up,
+            );
         } else {
             // Fused: each output row is [gate | up].
-            matmul(kern, m, &w.w_up, &self.xn[..n * e], n, &mut self.act, &mut self.up);
+            matmul(
+                kern,
+                m,
+                &w.w_up,
+                &self.xn[..n * e],
+                n,
+                &mut self.act,
+                &mut self.up,
+            );
             for r in 0..n {
                 let (g, u) = (r * 2 * f, r * 2 * f + f);
                 self.gate[r * f..(r + 1) * f].copy_from_slice(&self.up[g..g + f]);
@@ -439,9 +637,24 @@ impl Forward {
             Activation::Silu => kern.silu_mul(&mut self.gate[..n * f], &self.up[..n * f]),
             Activation::GeluTanh => kern.gelu_tanh_mul(&mut self.gate[..n * f], &self.up[..n * f]),
         }
-        matmul(kern, m, &w.w_down, &self.gate[..n * f], n, &mut self.act, &mut self.proj);
+        matmul(
+            kern,
+            m,
+            &w.w_down,
+            &self.gate[..n * f],
+            n,
+            &mut self.act,
+            &mut self.proj,
+        );
         if let Some(pn) = &w.post_ffn_norm {
-            row_norm(kern, &mut self.proj[..n * e], pn, e, cfg.rms_eps, &mut self.tmp);
+            row_norm(
+                kern,
+                &mut self.proj[..n * e],
+                pn,
+                e,
+                cfg.rms_eps,
+                &mut self.tmp,
+            );
         }
         add_into(x, &self.proj[..n * e]);
     }
@@ -463,9 +676,22 @@ impl Forward {
             let c = end - start;
             for r in 0..c {
                 let src = start + r;
-                self.kern.rms_norm(&self.x[src * e..(src + 1) * e], &m.weights.output_norm, cfg.rms_eps, &mut self.xn[r * e..(r + 1) * e]);
+                self.kern.rms_norm(
+                    &self.x[src * e..(src + 1) * e],
+                    &m.weights.output_norm,
+                    cfg.rms_eps,
+                    &mut self.xn[r * e..(r + 1) * e],
+                );
             }
-            matmul(self.kern, m, &m.weights.output, &self.xn[..c * e], c, &mut self.act, &mut self.logits);
+            matmul(
+                self.kern,
+                m,
+                &m.weights.output,
+                &self.xn[..c * e],
+                c,
+                &mut self.act,
+                &mut self.logits,
+            );
             for r in 0..c {
                 sink(start + r, &self.logits[r * v..(r + 1) * v]);
             }
@@ -475,13 +701,35 @@ impl Forward {
 }
 
 /// out[r] = W · input[r] for n rows, activations quantized to the weight's dot-product type.
-fn matmul(kern: &Kernels, m: &Model, w: &Matrix, input: &[f32], n: usize, act: &mut [u8], out: &mut [f32]) {
+fn matmul(
+    kern: &Kernels,
+    m: &Model,
+    w: &Matrix,
+    input: &[f32],
+    n: usize,
+    act: &mut [u8],
+    out: &mut [f32],
+) {
     let vt = w.ty.vec_dot_type();
-    let rs = vt.row_size(w.cols).expect("matrix widths are validated at load");
+    let rs = vt
+        .row_size(w.cols)
+        .expect("matrix widths are validated at load");
     for r in 0..n {
-        kern.quantize_row(vt, &input[r * w.cols..(r + 1) * w.cols], &mut act[r * rs..(r + 1) * rs]);
+        kern.quantize_row(
+            vt,
+            &input[r * w.cols..(r + 1) * w.cols],
+            &mut act[r * rs..(r + 1) * rs],
+        );
     }
-    kern.matmul(w.ty, w.data(&m.file), w.rows, w.cols, &act[..n * rs], n, &mut out[..n * w.rows]);
+    kern.matmul(
+        w.ty,
+        w.data(&m.file),
+        w.rows,
+        w.cols,
+        &act[..n * rs],
+        n,
+        &mut out[..n * w.rows],
+    );
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
@@ -513,7 +761,15 @@ fn head_norm(kern: &Kernels, x: &mut [f32], w: &[f32], hd: usize, eps: f32, tmp:
 
 /// cos/sin of each rotated pair at `pos`, computed as ggml does (the angle advances by repeated
 /// multiplication in f32), so that positions far into the context agree with llama.cpp.
-fn rope_angles(pos: usize, base: f32, freq_scale: f32, mscale: f32, factors: Option<&[f32]>, cos: &mut [f32], sin: &mut [f32]) {
+fn rope_angles(
+    pos: usize,
+    base: f32,
+    freq_scale: f32,
+    mscale: f32,
+    factors: Option<&[f32]>,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
     let n_rot = 2 * cos.len();
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;

@@ -137,7 +137,7 @@ impl KvPlan {
                 let w: usize = spec["lckv-w".len()..].parse().map_err(|_| {
                     format!("unknown KV plan preset '{spec}': lckv-wN needs a number of warm-up layers, e.g. lckv-w2")
                 })?;
-                if w < 2 || w % 2 != 0 || w >= l {
+                if w < 2 || !w.is_multiple_of(2) || w >= l {
                     return Err(format!(
                         "preset {spec}: the number of warm-up layers must be even, at least 2 and below the layer count ({l})"
                     ));
@@ -207,11 +207,17 @@ impl KvPlan {
             return Err("KV plan is empty".into());
         }
         if self.sliding.len() != l {
-            return Err(format!("KV plan has {l} sources but {} sliding flags", self.sliding.len()));
+            return Err(format!(
+                "KV plan has {l} sources but {} sliding flags",
+                self.sliding.len()
+            ));
         }
         for (i, &s) in self.sources.iter().enumerate() {
             if s >= l {
-                return Err(format!("KV plan: layer {i} reads layer {s}, but the model has only {l} layers (0..{})", l - 1));
+                return Err(format!(
+                    "KV plan: layer {i} reads layer {s}, but the model has only {l} layers (0..{})",
+                    l - 1
+                ));
             }
             if self.sources[s] != s {
                 return Err(format!(
@@ -230,7 +236,9 @@ impl KvPlan {
 
     /// Producer layers in order.
     pub fn producers(&self) -> Vec<usize> {
-        (0..self.n_layer()).filter(|&i| self.is_producer(i)).collect()
+        (0..self.n_layer())
+            .filter(|&i| self.is_producer(i))
+            .collect()
     }
 
     /// Layer i reads a cache that is computed later in the same token's forward pass.
@@ -246,9 +254,17 @@ impl KvPlan {
     /// The cache positions visible to a query at position `pos` in `layer`: always a contiguous
     /// range, possibly empty (then the attention output is zero).
     pub fn visible(&self, layer: usize, pos: usize) -> Range<usize> {
-        let end = if self.masks_diagonal(layer) { pos } else { pos + 1 };
+        let end = if self.masks_diagonal(layer) {
+            pos
+        } else {
+            pos + 1
+        };
         // A sliding layer keeps the last `window` of the keys it would otherwise see.
-        let start = if self.sliding[layer] { end.saturating_sub(self.window) } else { 0 };
+        let start = if self.sliding[layer] {
+            end.saturating_sub(self.window)
+        } else {
+            0
+        };
         start..end
     }
 
@@ -305,8 +321,16 @@ impl fmt::Display for KvPlan {
             self.layer_types(),
             self.producers().len(),
             self.n_layer(),
-            if self.force_nodiag { ", diagonal masked" } else { "" },
-            if self.sliding.iter().any(|&s| s) { format!(", window {}", self.window) } else { String::new() }
+            if self.force_nodiag {
+                ", diagonal masked"
+            } else {
+                ""
+            },
+            if self.sliding.iter().any(|&s| s) {
+                format!(", window {}", self.window)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -322,19 +346,38 @@ mod tests {
         assert_eq!(p.producers(), vec![0, 20, 21]);
         assert!(p.force_nodiag);
         assert_eq!(p.layer_types(), spec);
-        assert_eq!(p.segments(), vec![Segment::Acyclic(0..1), Segment::Cyclic(1..21), Segment::Acyclic(21..22)]);
+        assert_eq!(
+            p.segments(),
+            vec![
+                Segment::Acyclic(0..1),
+                Segment::Cyclic(1..21),
+                Segment::Acyclic(21..22)
+            ]
+        );
         assert_eq!(KvPlan::from_spec("lckv-w2", 22, 0).unwrap(), p);
     }
 
     #[test]
     fn presets_have_expected_sources() {
-        assert_eq!(KvPlan::from_spec("cla2", 5, 0).unwrap().sources, vec![0, 0, 2, 2, 4]);
-        assert_eq!(KvPlan::from_spec("sandwich-middle", 6, 0).unwrap().sources, vec![0, 2, 2, 2, 2, 5]);
-        assert_eq!(KvPlan::from_spec("lckv-w10", 22, 0).unwrap().layer_types(), "0_1_2_3_4_16_16_16_16_16_16_16_16_16_16_16_16_17_18_19_20_21");
+        assert_eq!(
+            KvPlan::from_spec("cla2", 5, 0).unwrap().sources,
+            vec![0, 0, 2, 2, 4]
+        );
+        assert_eq!(
+            KvPlan::from_spec("sandwich-middle", 6, 0).unwrap().sources,
+            vec![0, 2, 2, 2, 2, 5]
+        );
+        assert_eq!(
+            KvPlan::from_spec("lckv-w10", 22, 0).unwrap().layer_types(),
+            "0_1_2_3_4_16_16_16_16_16_16_16_16_16_16_16_16_17_18_19_20_21"
+        );
         let y = KvPlan::from_spec("yoco", 6, 16).unwrap();
         assert_eq!(y.sources, vec![0, 1, 2, 3, 3, 3]);
         assert_eq!(y.sliding, vec![true, true, true, false, false, false]);
-        assert_eq!(KvPlan::from_spec("lckv-w4", 8, 0).unwrap().sources, vec![0, 1, 5, 5, 5, 5, 6, 7]);
+        assert_eq!(
+            KvPlan::from_spec("lckv-w4", 8, 0).unwrap().sources,
+            vec![0, 1, 5, 5, 5, 5, 6, 7]
+        );
         assert!(KvPlan::from_spec("standard", 4, 0).unwrap().is_identity());
     }
 
@@ -342,7 +385,14 @@ mod tests {
     fn sandwich_middle_splits_into_cycle_and_tail() {
         let p = KvPlan::from_spec("sandwich-middle", 6, 0).unwrap();
         // Layer 1 attends up to 2; layers 3 and 4 read 2 below them.
-        assert_eq!(p.segments(), vec![Segment::Acyclic(0..1), Segment::Cyclic(1..3), Segment::Acyclic(3..6)]);
+        assert_eq!(
+            p.segments(),
+            vec![
+                Segment::Acyclic(0..1),
+                Segment::Cyclic(1..3),
+                Segment::Acyclic(3..6)
+            ]
+        );
     }
 
     #[test]

@@ -25,8 +25,6 @@ pub struct LoadOptions {
     pub mlock: bool,
     /// Override the file's KV plan (`--kv-plan`).
     pub kv_plan: Option<String>,
-    /// The context the session will use (chooses Phi-3's long or short RoPE factors).
-    pub n_ctx: Option<usize>,
 }
 
 pub struct Model {
@@ -37,8 +35,13 @@ pub struct Model {
 
 impl Model {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
-        let file = GgufFile::open_with(path, &OpenOptions { mmap: !opts.no_mmap })
-            .map_err(|e| Error::Model(format!("cannot open {}: {e}", path.display())))?;
+        let file = GgufFile::open_with(
+            path,
+            &OpenOptions {
+                mmap: !opts.no_mmap,
+            },
+        )
+        .map_err(|e| Error::Model(format!("cannot open {}: {e}", path.display())))?;
         Model::from_file(file, opts)
     }
 
@@ -47,7 +50,7 @@ impl Model {
         if let Some(spec) = &opts.kv_plan {
             cfg.set_plan(spec)?;
         }
-        let weights = Weights::load(&file, &cfg, opts.n_ctx.unwrap_or(cfg.n_ctx_train))?;
+        let weights = Weights::load(&file, &cfg)?;
         if opts.mlock {
             file.lock()?;
         }
@@ -65,18 +68,24 @@ pub fn gguf_vocab(g: &GgufFile) -> Result<GgufVocab> {
     let tok = |k: &str| format!("tokenizer.ggml.{k}");
     let model = g
         .get_str(&tok("model"))?
-        .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.model is missing: the file has no vocabulary".into()))?
+        .ok_or_else(|| {
+            Error::Tokenizer("tokenizer.ggml.model is missing: the file has no vocabulary".into())
+        })?
         .to_string();
     let strings = |k: &str| -> Result<Option<Vec<String>>> {
-        Ok(g.get_str_array(&tok(k))?.map(|v| v.into_iter().map(str::to_string).collect()))
+        Ok(g.get_str_array(&tok(k))?
+            .map(|v| v.into_iter().map(str::to_string).collect()))
     };
-    let tokens = strings("tokens")?.ok_or_else(|| Error::Tokenizer("tokenizer.ggml.tokens is missing".into()))?;
+    let tokens = strings("tokens")?
+        .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.tokens is missing".into()))?;
     let token_types = match g.get_array(&tok("token_type"))? {
         Some(a) => Some(
             a.iter()
                 .map(|v| v.as_i64().map(|x| x as i32))
                 .collect::<Option<Vec<i32>>>()
-                .ok_or_else(|| Error::Tokenizer("tokenizer.ggml.token_type must hold integers".into()))?,
+                .ok_or_else(|| {
+                    Error::Tokenizer("tokenizer.ggml.token_type must hold integers".into())
+                })?,
         ),
         None => None,
     };

@@ -53,14 +53,37 @@ pub struct LayerWeights {
     pub post_ffn_norm: Option<Vec<f32>>,
 }
 
+/// Per-pair RoPE frequency divisors: Llama 3's `rope_freqs`, or Phi-3's long and short factors,
+/// of which a session uses the long ones when its context exceeds the original one (as llama.cpp).
+#[derive(Clone, Debug, Default)]
+pub struct RopeFactors {
+    pub fixed: Option<Vec<f32>>,
+    pub long: Option<Vec<f32>>,
+    pub short: Option<Vec<f32>>,
+    pub orig_ctx: usize,
+}
+
+impl RopeFactors {
+    pub fn for_context(&self, n_ctx: usize) -> Option<&[f32]> {
+        if let Some(f) = &self.fixed {
+            return Some(f);
+        }
+        if n_ctx > self.orig_ctx {
+            self.long.as_deref()
+        } else {
+            self.short.as_deref()
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Weights {
     pub token_embd: Matrix,
     pub output_norm: Vec<f32>,
     /// The LM head (the token embedding when tied).
     pub output: Matrix,
-    /// Per-pair RoPE frequency divisors (Llama 3 `rope_freqs`, Phi-3 short/long factors).
-    pub rope_factors: Option<Vec<f32>>,
+    /// Per-pair RoPE frequency divisors.
+    pub rope_factors: RopeFactors,
     pub layers: Vec<LayerWeights>,
 }
 
@@ -75,8 +98,14 @@ impl Loader<'_> {
     }
 
     fn opt_matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Matrix>> {
-        let Some(info) = self.g.tensor_info(name) else { return Ok(None) };
-        let actual_rows = if info.dims.len() >= 2 { info.n_rows() } else { 1 };
+        let Some(info) = self.g.tensor_info(name) else {
+            return Ok(None);
+        };
+        let actual_rows = if info.dims.len() >= 2 {
+            info.n_rows()
+        } else {
+            1
+        };
         if info.dims.first().copied() != Some(cols) || actual_rows != rows {
             return Err(Error::Model(format!(
                 "tensor {name} has shape {:?}, expected [{cols}, {rows}]",
@@ -95,25 +124,44 @@ impl Loader<'_> {
                 | GgmlType::Q4K
                 | GgmlType::Q6K
         ) {
-            return Err(Error::Model(format!("tensor {name} has type {}, which lckv cannot multiply", info.ty)));
+            return Err(Error::Model(format!(
+                "tensor {name} has type {}, which lckv cannot multiply",
+                info.ty
+            )));
         }
         let start = self.g.data_offset() as usize + info.offset as usize;
-        Ok(Some(Matrix { name: name.to_string(), ty: info.ty, rows, cols, start, len: info.size }))
+        Ok(Some(Matrix {
+            name: name.to_string(),
+            ty: info.ty,
+            rows,
+            cols,
+            start,
+            len: info.size,
+        }))
     }
 
     fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        self.opt_vector(name, n)?.ok_or_else(|| Error::Model(format!("tensor {name} is missing")))
+        self.opt_vector(name, n)?
+            .ok_or_else(|| Error::Model(format!("tensor {name} is missing")))
     }
 
     /// Copies a 1-D tensor into f32 (they are tiny; owning them keeps the forward pass free of
     /// alignment concerns).
     fn opt_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
-        let Some(info) = self.g.tensor_info(name) else { return Ok(None) };
+        let Some(info) = self.g.tensor_info(name) else {
+            return Ok(None);
+        };
         if info.n_elements() != n {
-            return Err(Error::Model(format!("tensor {name} has {} elements, expected {n}", info.n_elements())));
+            return Err(Error::Model(format!(
+                "tensor {name} has {} elements, expected {n}",
+                info.n_elements()
+            )));
         }
-        if info.ty.is_quantized() && n % info.ty.block_size() != 0 {
-            return Err(Error::Model(format!("tensor {name}: {n} elements do not fill {} blocks", info.ty)));
+        if info.ty.is_quantized() && !n.is_multiple_of(info.ty.block_size()) {
+            return Err(Error::Model(format!(
+                "tensor {name}: {n} elements do not fill {} blocks",
+                info.ty
+            )));
         }
         let mut out = vec![0f32; n];
         lckv_kernels::quant::dequantize_row(info.ty, self.g.tensor_data(info), &mut out);
@@ -123,25 +171,29 @@ impl Loader<'_> {
 
 impl Weights {
     /// Finds and checks every tensor the configuration calls for.
-    pub fn load(g: &GgufFile, cfg: &ModelConfig, n_ctx: usize) -> Result<Weights> {
+    pub fn load(g: &GgufFile, cfg: &ModelConfig) -> Result<Weights> {
         let ld = Loader { g };
         let e = cfg.n_embd;
         let q_dim = cfg.q_dim();
         let kv_dim = cfg.kv_dim();
         let t = &cfg.traits;
         let token_embd = ld.matrix("token_embd.weight", e, cfg.n_vocab)?;
-        let output = ld.opt_matrix("output.weight", e, cfg.n_vocab)?.unwrap_or_else(|| token_embd.clone());
+        let output = ld
+            .opt_matrix("output.weight", e, cfg.n_vocab)?
+            .unwrap_or_else(|| token_embd.clone());
         let half_rot = cfg.rope.n_rot / 2;
-        let rope_factors = match ld.opt_vector("rope_freqs.weight", half_rot)? {
-            Some(f) => Some(f),
-            None => {
-                let orig = g
-                    .get_u32(&format!("{}.rope.scaling.original_context_length", cfg.arch.name()))?
-                    .map(|v| v as usize)
-                    .unwrap_or(cfg.n_ctx_train);
-                let which = if n_ctx > orig { "rope_factors_long.weight" } else { "rope_factors_short.weight" };
-                ld.opt_vector(which, half_rot)?
-            }
+        let orig_ctx = g
+            .get_u32(&format!(
+                "{}.rope.scaling.original_context_length",
+                cfg.arch.name()
+            ))?
+            .map(|v| v as usize)
+            .unwrap_or(cfg.n_ctx_train);
+        let rope_factors = RopeFactors {
+            fixed: ld.opt_vector("rope_freqs.weight", half_rot)?,
+            long: ld.opt_vector("rope_factors_long.weight", half_rot)?,
+            short: ld.opt_vector("rope_factors_short.weight", half_rot)?,
+            orig_ctx,
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -155,11 +207,19 @@ impl Weights {
                     Some(info) if !producer && info.n_rows() == q_dim => q_dim,
                     _ => full,
                 };
-                (None, None, None, Some(ld.matrix(&n("attn_qkv.weight"), e, rows)?))
+                (
+                    None,
+                    None,
+                    None,
+                    Some(ld.matrix(&n("attn_qkv.weight"), e, rows)?),
+                )
             } else {
                 let wq = ld.matrix(&n("attn_q.weight"), e, q_dim)?;
                 let (wk, wv) = if producer {
-                    (Some(ld.matrix(&n("attn_k.weight"), e, kv_dim)?), Some(ld.matrix(&n("attn_v.weight"), e, kv_dim)?))
+                    (
+                        Some(ld.matrix(&n("attn_k.weight"), e, kv_dim)?),
+                        Some(ld.matrix(&n("attn_v.weight"), e, kv_dim)?),
+                    )
                 } else {
                     // A consumer reads another layer's cache. Files converted under a plan have no
                     // K/V projection here; a standard model run with --kv-plan still has one, unused.
@@ -170,7 +230,11 @@ impl Weights {
             let (bq, bk, bv) = if t.qkv_bias {
                 let bq = Some(ld.vector(&n("attn_q.bias"), q_dim)?);
                 if producer {
-                    (bq, Some(ld.vector(&n("attn_k.bias"), kv_dim)?), Some(ld.vector(&n("attn_v.bias"), kv_dim)?))
+                    (
+                        bq,
+                        Some(ld.vector(&n("attn_k.bias"), kv_dim)?),
+                        Some(ld.vector(&n("attn_v.bias"), kv_dim)?),
+                    )
                 } else {
                     (bq, None, None)
                 }
@@ -179,20 +243,30 @@ impl Weights {
             };
             let (q_norm, k_norm) = if t.qk_norm {
                 let qn = Some(ld.vector(&n("attn_q_norm.weight"), cfg.head_dim)?);
-                let kn = if producer { Some(ld.vector(&n("attn_k_norm.weight"), cfg.head_dim)?) } else { None };
+                let kn = if producer {
+                    Some(ld.vector(&n("attn_k_norm.weight"), cfg.head_dim)?)
+                } else {
+                    None
+                };
                 (qn, kn)
             } else {
                 (None, None)
             };
             let (post_attn_norm, post_ffn_norm) = if t.post_norms {
-                (Some(ld.vector(&n("post_attention_norm.weight"), e)?), Some(ld.vector(&n("post_ffw_norm.weight"), e)?))
+                (
+                    Some(ld.vector(&n("post_attention_norm.weight"), e)?),
+                    Some(ld.vector(&n("post_ffw_norm.weight"), e)?),
+                )
             } else {
                 (None, None)
             };
             let (w_gate, w_up) = if t.fused_gate_up {
                 (None, ld.matrix(&n("ffn_up.weight"), e, 2 * cfg.n_ff)?)
             } else {
-                (Some(ld.matrix(&n("ffn_gate.weight"), e, cfg.n_ff)?), ld.matrix(&n("ffn_up.weight"), e, cfg.n_ff)?)
+                (
+                    Some(ld.matrix(&n("ffn_gate.weight"), e, cfg.n_ff)?),
+                    ld.matrix(&n("ffn_up.weight"), e, cfg.n_ff)?,
+                )
             };
             layers.push(LayerWeights {
                 attn_norm: ld.vector(&n("attn_norm.weight"), e)?,
@@ -214,7 +288,13 @@ impl Weights {
                 post_ffn_norm,
             });
         }
-        Ok(Weights { token_embd, output_norm: ld.vector("output_norm.weight", e)?, output, rope_factors, layers })
+        Ok(Weights {
+            token_embd,
+            output_norm: ld.vector("output_norm.weight", e)?,
+            output,
+            rope_factors,
+            layers,
+        })
     }
 
     /// Bytes of the file's tensor data this model reads (they become resident as they are used).
@@ -224,7 +304,10 @@ impl Weights {
             total += self.output.len;
         }
         for l in &self.layers {
-            for m in [&l.wq, &l.wk, &l.wv, &l.wqkv, &l.w_gate].into_iter().flatten() {
+            for m in [&l.wq, &l.wk, &l.wv, &l.wqkv, &l.w_gate]
+                .into_iter()
+                .flatten()
+            {
                 total += m.len;
             }
             total += l.wo.len + l.w_up.len + l.w_down.len;

@@ -15,6 +15,7 @@ pub const TRAITS: ArchTraits = ArchTraits {
     activation: Activation::GeluTanh,
     rope_neox: true,
     scale_embeddings: true,
+    scale_queries: true,
 };
 
 /// Every `PATTERN`-th layer is global, the others slide.
@@ -44,18 +45,26 @@ pub fn configure(cfg: &mut ModelConfig, g: &GgufFile) -> Result<()> {
                 None
             }
             Some(v) => Some(v.as_u32().ok_or_else(|| {
-                Error::Model("gemma3.attention.sliding_window_pattern must be an integer or bool array".into())
+                Error::Model(
+                    "gemma3.attention.sliding_window_pattern must be an integer or bool array"
+                        .into(),
+                )
             })? as usize),
             None => Some(PATTERN),
         };
         if let Some(p) = pattern {
             cfg.arch_sliding = (0..cfg.n_layer).map(|i| p == 0 || i % p < p - 1).collect();
         }
-        cfg.rope.base_sliding = Some(g.get_f32("gemma3.rope.freq_base_swa")?.unwrap_or(SLIDING_ROPE_BASE));
+        cfg.rope.base_sliding = Some(
+            g.get_f32("gemma3.rope.freq_base_swa")?
+                .unwrap_or(SLIDING_ROPE_BASE),
+        );
     }
     if let Some(cap) = g.get_f32("gemma3.final_logit_softcapping")? {
         if cap != 0.0 {
-            return Err(Error::Model("gemma3.final_logit_softcapping is not supported".into()));
+            return Err(Error::Model(
+                "gemma3.final_logit_softcapping is not supported".into(),
+            ));
         }
     }
     Ok(())

@@ -14,4 +14,5 @@ pub const TRAITS: ArchTraits = ArchTraits {
     activation: Activation::Silu,
     rope_neox: false,
     scale_embeddings: false,
+    scale_queries: false,
 };

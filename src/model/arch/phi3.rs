@@ -15,6 +15,7 @@ pub const TRAITS: ArchTraits = ArchTraits {
     activation: Activation::Silu,
     rope_neox: true,
     scale_embeddings: false,
+    scale_queries: true,
 };
 
 pub fn configure(cfg: &mut ModelConfig, g: &GgufFile) -> Result<()> {

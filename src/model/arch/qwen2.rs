@@ -11,4 +11,5 @@ pub const TRAITS: ArchTraits = ArchTraits {
     activation: Activation::Silu,
     rope_neox: true,
     scale_embeddings: false,
+    scale_queries: false,
 };

@@ -366,17 +366,6 @@ fn absmax(v: &[__m256; 4]) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// roundf: to nearest, halves away from zero (t - trunc(t) is exact, so the test is too).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn round_away(t: __m256) -> __m256 {
-    let r = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(t);
-    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(t, r));
-    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(t, _mm256_set1_ps(-0.0)));
-    _mm256_add_ps(r, _mm256_and_ps(up, one))
-}
-
 /// Packs 32 i32 (in 4 vectors) to 32 i8 in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -407,9 +396,9 @@ unsafe fn q8_block(x: &[f32]) -> (f32, [__m256i; 4]) {
     (
         amax / 127.0,
         v.map(|v| {
-            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(v, id),
-            ))
+            _mm256_cvtps_epi32(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(_mm256_mul_ps(v, id)))
         }),
     )
 }
