@@ -36,7 +36,8 @@ echo "extracting vocab test files into $DEST"
 tar -xzf "$SDIST" -C "$DEST" --strip-components=4 --wildcards \
     "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*"
 
-dump() { # dump GGUF JSON
+dump() { # dump GGUF JSON (skipped when the JSON is newer than the GGUF)
+    [ "$2" -nt "$1" ] && return 0
     "$PY" - "$1" "$2" <<'EOF'
 import json, sys
 from gguf import GGUFReader, GGUFValueType

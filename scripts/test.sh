@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's one test command: every test of the workspace in release mode with the llama.cpp
-# oracle (feature `reference`), then formatting and lints. Needs the models and venv:
-#   scripts/setup_venv.sh && scripts/fetch_models.sh && scripts/make_test_models.sh
+# The project's one test command, for a fresh machine as for CI: installs what the tests need
+# (Debian packages, a Python venv, the real and random models, llama.cpp's tokenizer vectors;
+# each step skips what is already there), then formatting, lints, and every test of the
+# workspace in release mode with the llama.cpp oracle (feature `reference`).
 # Lints run first (they fail fast and share the release build with the tests: clippy uses
 # --release so that llama.cpp, built by llama-cpp-sys-2's build script, is compiled once, not
 # once per profile); the tests run last and their summary lines close the output.
@@ -9,6 +10,13 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+
+echo "== setup" >&2
+scripts/install_deps.sh
+scripts/setup_venv.sh
+scripts/fetch_models.sh
+scripts/make_test_models.sh
+scripts/fetch_vocab_tests.sh
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
