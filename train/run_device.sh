@@ -3,7 +3,8 @@
 # state lives in /tmp while the machine is held). Run from the repository root:
 #   bash <staging>/train/run_device.sh STAGE STAGING_DIR
 # Stages: recv1 | recv2 (reassemble, setup, check, bench, untrained baseline, standard) |
-#         plan NAME... | ship (quantize the best LCKV plan, hand back parts) | collect
+#         plan NAME... | ship [PLAN] (quantize PLAN, else the best LCKV plan; hand back parts) |
+#         long PLAN STEPS [NAME] (reassemble, setup, train one plan for STEPS, then ship it) | collect
 set -uo pipefail
 STAGE=$1 STG=$2
 W=/tmp/dw R=/tmp/run
@@ -24,10 +25,14 @@ case $STAGE in
 recv1)
   nvidia-smi -L; python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'
   ls -la $W $W/bin; nproc ;;
-recv2)
-  if [ -f $W/smollm2.gguf.part01 ]; then cat $W/smollm2.gguf.part* >$G && rm -f $W/smollm2.gguf.part*; fi
+recv2|long)
+  if [ -f $W/smollm2.gguf.part00 ] && [ -f $W/smollm2.gguf.part01 ]; then cat $W/smollm2.gguf.part* >$G && rm -f $W/smollm2.gguf.part*; fi
   sha256sum $G
   [ -f $W/smollm2.pt ] || $PY setup --gguf $G --out $W/smollm2.pt || exit 1
+  if [ "$STAGE" = long ]; then
+    train "${5:-$3}" "$3" "$4" && exec bash "$0" ship "$STG" "${5:-$3}"
+    exit 1
+  fi
   $PY check --weights $W/smollm2.pt --lckv $BIN --gguf $G --work $R/check 2>&1 | tee "$OUT/check.log" || exit 1
   $PY bench --weights $W/smollm2.pt --data $W/data --budget "${BUDGET:-840}" --out $W/steps.json 2>&1 | tee "$OUT/bench.log" || exit 1
   S=$(python3 -c "import json; print(json.load(open('$W/steps.json'))['steps'])")
@@ -37,7 +42,8 @@ plan)
   S=$(python3 -c "import json; print(json.load(open('$W/steps.json'))['steps'])")
   for p in "${@:3}"; do train "$p" "$p" "$S"; done ;;
 ship)
-  best=$(python3 -c "
+  best=${3:-}
+  [ -n "$best" ] || best=$(python3 -c "
 import json
 r = {p: json.load(open('$R/' + p + '/torch.json'))['torch_eval']['ppl'] for p in ('lckv-w2', 'sandwich-middle')}
 print(min(r, key=r.get))")
@@ -48,7 +54,9 @@ print(min(r, key=r.get))")
   (cd $W && split -b 15M -d ship.gguf ship.part)
   for f in $W/ship.part0[0-3]; do [ -f "$f" ] && cp "$f" "$OUT/"; done ;;
 collect)
-  for i in $(seq 1 "${WAIT:-60}"); do n=$(ls $R/*/eval.done 2>/dev/null | wc -l); [ "$n" -ge 5 ] && break; sleep 5; done
+  # every trained run's lckv evaluation, or WAIT x 5 s
+  runs=$(ls $R/*/torch.json 2>/dev/null | wc -l)
+  for i in $(seq 1 "${WAIT:-60}"); do n=$(ls $R/*/eval.done 2>/dev/null | wc -l); [ "$n" -ge "$runs" ] && break; sleep 5; done
   python3 $W/train/collect.py $R "$OUT"
   cp $W/steps.json $R/check/check.json "$OUT/" 2>/dev/null
   for f in $W/ship.part0[4-9]; do [ -f "$f" ] && cp "$f" "$OUT/"; done
