@@ -16,7 +16,10 @@ use lckv::session::{PrefillChoice, Session, SessionOptions};
 use lckv_kernels::GgmlType;
 
 fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -25,7 +28,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn argmax(l: &[f32]) -> u32 {
-    l.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+    l.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
 }
 
 fn lckv_run(m: &Model, prompt: &[u32], n_gen: usize) -> (f64, f64) {
@@ -51,8 +57,14 @@ fn lckv_run(m: &Model, prompt: &[u32], n_gen: usize) -> (f64, f64) {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let models_dir = std::env::var_os("LCKV_MODELS").map(PathBuf::from).unwrap_or(root.join("models"));
-    let mut files: Vec<PathBuf> = std::env::args().skip(1).filter(|a| a.ends_with(".gguf")).map(PathBuf::from).collect();
+    let models_dir = std::env::var_os("LCKV_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("models"));
+    let mut files: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|a| a.ends_with(".gguf"))
+        .map(PathBuf::from)
+        .collect();
     if files.is_empty() {
         for f in [
             "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -73,8 +85,15 @@ fn main() {
         .split(',')
         .filter_map(|t| t.trim().parse().ok())
         .collect();
-    let (pp, tg, reps) = (env_usize("LCKV_BENCH_PP", 128), env_usize("LCKV_BENCH_TG", 64), env_usize("LCKV_BENCH_REPS", 3));
-    println!("kernels: {}; pp{pp} / tg{tg}, median of {reps} alternating runs", lckv_kernels::kernels().path());
+    let (pp, tg, reps) = (
+        env_usize("LCKV_BENCH_PP", 128),
+        env_usize("LCKV_BENCH_TG", 64),
+        env_usize("LCKV_BENCH_REPS", 3),
+    );
+    println!(
+        "kernels: {}; pp{pp} / tg{tg}, median of {reps} alternating runs",
+        lckv_kernels::kernels().path()
+    );
     println!("| model | threads | llama.cpp pp t/s | lckv pp t/s | pp ratio | llama.cpp tg t/s | lckv tg t/s | tg ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for f in &files {
@@ -82,9 +101,20 @@ fn main() {
         let v = model.cfg.n_vocab as u32;
         let prompt: Vec<u32> = (0..pp as u32).map(|i| (i * 7919 + 13) % v).collect();
         for &t in &threads {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
-            let mut reference =
-                LlamaCpp::load(f, &RefOptions { n_ctx: (pp + tg + 16) as u32, n_threads: t as i32, kv_f32: false, flash_attn: false }).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            let mut reference = LlamaCpp::load(
+                f,
+                &RefOptions {
+                    n_ctx: (pp + tg + 16) as u32,
+                    n_threads: t as i32,
+                    kv_f32: false,
+                    flash_attn: false,
+                },
+            )
+            .unwrap();
             let (mut rp, mut rg, mut lp, mut lg) = (vec![], vec![], vec![], vec![]);
             // Warm-up both, then alternate.
             reference.decode_timed(&prompt, 4);

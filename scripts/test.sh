@@ -28,7 +28,7 @@ echo "== cargo test" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --release --features reference 2>&1 | tee "$log" || status=$?
+cargo test --workspace --release --features reference --no-fail-fast 2>&1 | tee "$log" || status=$?
 
 echo
 echo "== summary"

@@ -35,13 +35,34 @@ impl GenerateStats {
 }
 
 /// Runs `prompt` then generates, handing each complete piece of text to `on_text`.
+///
+/// The loop runs on a worker of the rayon pool: parallel kernels started from a worker push
+/// their jobs onto its own deque, while jobs injected from outside the pool go through a queue
+/// that allocates a block every few dozen jobs — which would be an allocation every token.
 pub fn generate(
     session: &mut Session,
     tok: &Tokenizer,
     sampler: &mut Sampler,
     prompt: &[u32],
     opts: GenerateOptions,
-    on_text: &mut dyn FnMut(&str),
+    on_text: &mut (dyn FnMut(&str) + Send),
+) -> Result<GenerateStats> {
+    let mut result = None;
+    rayon::scope(|_| {
+        result = Some(generate_on_worker(
+            session, tok, sampler, prompt, opts, on_text,
+        ))
+    });
+    result.expect("rayon::scope runs its closure")
+}
+
+fn generate_on_worker(
+    session: &mut Session,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: GenerateOptions,
+    on_text: &mut (dyn FnMut(&str) + Send),
 ) -> Result<GenerateStats> {
     let t0 = Instant::now();
     session.prefill(prompt, Logits::Last, &mut |_, _| {})?;

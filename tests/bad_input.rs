@@ -64,7 +64,7 @@ fn truncated_model_file() {
 fn not_a_gguf() {
     let p = tmp("text.gguf");
     std::fs::write(&p, b"this is not a model file at all, just text").unwrap();
-    expect_error(&["inspect", s(&p)], &["magic"]);
+    expect_error(&["inspect", s(&p)], &["not a GGUF file"]);
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn bad_flags() {
         &["unknown prefill strategy 'fast'"],
     );
     expect_error(
-        &["run", "-m", s(&tiny()), "--temp", "-1", "-p", "hi"],
+        &["run", "-m", s(&tiny()), "--temp=-1", "-p", "hi"],
         &["temperature"],
     );
     expect_error(&["run", "-m", s(&tiny()), "-c", "0", "-p", "hi"], &["-c 0"]);

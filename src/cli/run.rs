@@ -89,8 +89,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     for &t in &prompt[..start] {
         sampler.accept(t);
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::stdout();
     let stats = generate(
         &mut session,
         &tok,

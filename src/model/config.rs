@@ -22,9 +22,11 @@ impl Arch {
             "phi3" => Arch::Phi3,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
-            other => return Err(Error::Model(format!(
+            other => {
+                return Err(Error::Model(format!(
                 "architecture '{other}' is not supported; lckv runs llama, phi3, qwen2 and gemma3"
-            ))),
+            )))
+            }
         })
     }
 

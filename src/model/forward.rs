@@ -566,26 +566,16 @@ impl Forward {
                     .copy_from_slice(&self.att[h * n * hd + r * hd..h * n * hd + (r + 1) * hd]);
             }
         }
-        matmul(
+        residual(
             kern,
             m,
             &w.wo,
             &self.xn[..n * qd],
-            n,
-            &mut self.act,
-            &mut self.proj,
+            w.post_attn_norm.as_deref(),
+            cfg.rms_eps,
+            (&mut self.act, &mut self.proj, &mut self.tmp),
+            x,
         );
-        if let Some(pn) = &w.post_attn_norm {
-            row_norm(
-                kern,
-                &mut self.proj[..n * e],
-                pn,
-                e,
-                cfg.rms_eps,
-                &mut self.tmp,
-            );
-        }
-        add_into(x, &self.proj[..n * e]);
 
         // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
         for r in 0..n {
@@ -637,26 +627,16 @@ impl Forward {
             Activation::Silu => kern.silu_mul(&mut self.gate[..n * f], &self.up[..n * f]),
             Activation::GeluTanh => kern.gelu_tanh_mul(&mut self.gate[..n * f], &self.up[..n * f]),
         }
-        matmul(
+        residual(
             kern,
             m,
             &w.w_down,
             &self.gate[..n * f],
-            n,
-            &mut self.act,
-            &mut self.proj,
+            w.post_ffn_norm.as_deref(),
+            cfg.rms_eps,
+            (&mut self.act, &mut self.proj, &mut self.tmp),
+            x,
         );
-        if let Some(pn) = &w.post_ffn_norm {
-            row_norm(
-                kern,
-                &mut self.proj[..n * e],
-                pn,
-                e,
-                cfg.rms_eps,
-                &mut self.tmp,
-            );
-        }
-        add_into(x, &self.proj[..n * e]);
     }
 
     /// Final norm and LM head for the rows asked for, `logit_rows` at a time.
@@ -730,6 +710,29 @@ fn matmul(
         n,
         &mut out[..n * w.rows],
     );
+}
+
+/// x += post_norm(W · input): a sub-block's output projection, its optional post-norm (Gemma 3)
+/// and the residual add. `x` holds the rows; `scratch` is (activations, projection, tmp).
+#[allow(clippy::too_many_arguments)]
+fn residual(
+    kern: &Kernels,
+    m: &Model,
+    w: &Matrix,
+    input: &[f32],
+    post_norm: Option<&[f32]>,
+    eps: f32,
+    scratch: (&mut [u8], &mut [f32], &mut [f32]),
+    x: &mut [f32],
+) {
+    let (act, proj, tmp) = scratch;
+    let n = input.len() / w.cols;
+    matmul(kern, m, w, input, n, act, proj);
+    let out = &mut proj[..n * w.rows];
+    if let Some(pn) = post_norm {
+        row_norm(kern, out, pn, w.rows, eps, tmp);
+    }
+    add_into(x, out);
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {

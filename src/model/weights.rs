@@ -199,19 +199,20 @@ impl Weights {
         for i in 0..cfg.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
             let producer = cfg.plan.is_producer(i);
-            let fused = if t.fused_qkv && (producer || g.tensor_info(&n("attn_qkv.weight")).is_some()) {
-                let full = q_dim + 2 * kv_dim;
-                // A consumer's fused matrix holds Q alone when converted under a plan, or Q, K and
-                // V when a standard model runs with --kv-plan (K and V rows then go unused).
-                let rows = match g.tensor_info(&n("attn_qkv.weight")) {
-                    Some(info) if !producer && info.n_rows() == q_dim => q_dim,
-                    _ => full,
+            let fused =
+                if t.fused_qkv && (producer || g.tensor_info(&n("attn_qkv.weight")).is_some()) {
+                    let full = q_dim + 2 * kv_dim;
+                    // A consumer's fused matrix holds Q alone when converted under a plan, or Q, K and
+                    // V when a standard model runs with --kv-plan (K and V rows then go unused).
+                    let rows = match g.tensor_info(&n("attn_qkv.weight")) {
+                        Some(info) if !producer && info.n_rows() == q_dim => q_dim,
+                        _ => full,
+                    };
+                    Some(ld.matrix(&n("attn_qkv.weight"), e, rows)?)
+                } else {
+                    // Consumers of fused architectures may also carry a plain `attn_q`.
+                    None
                 };
-                Some(ld.matrix(&n("attn_qkv.weight"), e, rows)?)
-            } else {
-                // Consumers of fused architectures may also carry a plain `attn_q`.
-                None
-            };
             let (wq, wk, wv, wqkv) = if let Some(f) = fused {
                 (None, None, None, Some(f))
             } else {
