@@ -24,6 +24,9 @@ cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --release --all-targets --features reference -- -D warnings
 
+echo "== cross targets (aarch64 as Pi 4 and Pi 5, armv7) under QEMU" >&2
+cross/test.sh
+
 echo "== cargo test" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
