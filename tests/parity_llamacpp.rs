@@ -213,17 +213,46 @@ fn perplexity_matches_llamacpp() {
     let text_path = common::repo_root().join("tests/fixtures/text/emma_opening.txt");
     let n_ctx = 256;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args(["perplexity", "-m", path.to_str().unwrap(), "-f", text_path.to_str().unwrap(), "-c", "256", "--chunks", "4"])
+        .args([
+            "perplexity",
+            "-m",
+            path.to_str().unwrap(),
+            "-f",
+            text_path.to_str().unwrap(),
+            "-c",
+            "256",
+            "--chunks",
+            "4",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let ours: f64 = stdout.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("unexpected output {stdout}"));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: f64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {stdout}"));
 
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let tok = model.tokenizer().unwrap();
-    let tokens = tok.encode(&std::fs::read_to_string(&text_path).unwrap(), true, false).unwrap();
-    let mut reference = LlamaCpp::load(&path, &RefOptions { n_ctx: n_ctx as u32, n_threads: 2, kv_f32: false, flash_attn: false }).unwrap();
+    let tokens = tok
+        .encode(&std::fs::read_to_string(&text_path).unwrap(), true, false)
+        .unwrap();
+    let mut reference = LlamaCpp::load(
+        &path,
+        &RefOptions {
+            n_ctx: n_ctx as u32,
+            n_threads: 2,
+            kv_f32: false,
+            flash_attn: false,
+        },
+    )
+    .unwrap();
     let v = model.cfg.n_vocab;
     let (mut nll, mut count) = (0f64, 0usize);
     for c in 0..4 {
@@ -243,5 +272,8 @@ fn perplexity_matches_llamacpp() {
     let theirs = (nll / count as f64).exp();
     let rel = (ours - theirs).abs() / theirs;
     eprintln!("perplexity: lckv {ours:.4}, llama.cpp {theirs:.4}, relative difference {rel:.2e}");
-    assert!(rel < 0.01, "lckv perplexity {ours} vs llama.cpp {theirs}: {rel:.3e} apart");
+    assert!(
+        rel < 0.01,
+        "lckv perplexity {ours} vs llama.cpp {theirs}: {rel:.3e} apart"
+    );
 }
