@@ -3,7 +3,7 @@
 #
 # Tokenizer: SmolLM2's, truncated to its first 8192 tokens (random/vocab-smollm2-8k.gguf, also a
 # vocab-only fixture), so real prompts tokenize while embeddings stay small.
-# Standard set (tests):
+# Standard set (tests; also random/bench/tinyllama-1.1b-q4_0.gguf, 620 MB):
 #   {llama,phi3,qwen2,gemma3}-tiny-f32.gguf     every architecture, f32
 #   phi3-tiny-q4_0, qwen2-tiny-q8_0, gemma3-tiny-q4_k   one quantized type per architecture
 #   llama-tiny-{f16,q8_0,q4_0,q4_1,q5_0,q4_k,q6_k}.gguf  every supported type on llama
@@ -75,9 +75,13 @@ gen_model "$out/llama-lckv-0_3_3_3-q4_0.gguf" --arch llama --kv-plan 0_3_3_3 --t
 gen_model "$out/gemma3-lckv-0_5_5_5_5_5-f32.gguf" --arch gemma3 --kv-plan 0_5_5_5_5_5 --type f32 \
   --seed 3 "${v[@]}"
 
+# The TinyLlama-shape Q4_0 model is also in the standard set: tests/memory_budget.rs uses it.
+mkdir -p "$out/bench"
+gen_model "$out/bench/tinyllama-1.1b-q4_0.gguf" --arch llama --shape tinyllama-1.1b --type q4_0 \
+  --seed 4 --vocab-from "$smollm2"
+
 if [[ $bench == 1 ]]; then
-  mkdir -p "$out/bench"
-  for t in q4_0 q8_0 q4_k; do
+  for t in q8_0 q4_k; do
     gen_model "$out/bench/tinyllama-1.1b-$t.gguf" --arch llama --shape tinyllama-1.1b --type "$t" \
       --seed 4 --vocab-from "$smollm2"
   done

@@ -123,5 +123,8 @@ pub fn main(a: RunArgs) -> Result<()> {
         stats.gen_tps(),
         stats.finish.as_str()
     );
+    if let Some(rss) = super::bench::peak_rss() {
+        eprintln!("lckv: peak RSS {rss} bytes");
+    }
     Ok(())
 }

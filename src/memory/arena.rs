@@ -94,6 +94,10 @@ impl Arena {
                 size >> 20
             ))
         })?;
+        // Touch every page now, so the whole budget is resident from the start: a board that
+        // cannot give it fails here, not mid-conversation, and RSS matches the memory plan.
+        // SAFETY: `ptr` points to `size` writable bytes just allocated.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
         Ok(Arc::new(Arena { ptr, layout: l }))
     }
 
