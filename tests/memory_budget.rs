@@ -9,18 +9,43 @@ use std::process::Command;
 
 fn peak_rss(model: &str, budget: &str) -> (usize, usize) {
     let out = Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args(["run", "-m", model, "-c", "auto", "--mem-budget", budget, "-p", "The capital of France is", "-n", "16", "--temp", "0"])
+        .args([
+            "run",
+            "-m",
+            model,
+            "-c",
+            "auto",
+            "--mem-budget",
+            budget,
+            "-p",
+            "The capital of France is",
+            "-n",
+            "16",
+            "--temp",
+            "0",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let rss = err
         .lines()
-        .find_map(|l| l.strip_prefix("lckv: peak RSS ")?.strip_suffix(" bytes")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("lckv: peak RSS ")?
+                .strip_suffix(" bytes")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no peak RSS line in {err}"));
     let ctx = err
         .lines()
-        .find_map(|l| l.strip_prefix("lckv: memory plan for ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("lckv: memory plan for ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no memory plan line in {err}"));
     (rss, ctx)
 }
@@ -31,9 +56,18 @@ fn check(model: &str, budgets: &[&str]) {
     for b in budgets {
         let bytes = lckv::memory::plan::parse_size(b).unwrap();
         let (rss, ctx) = peak_rss(path.to_str().unwrap(), b);
-        eprintln!("{model} budget {b}: context {ctx}, peak RSS {:.1} MiB", rss as f64 / 1048576.0);
-        assert!(rss as f64 <= bytes as f64 * 1.02, "{model}: peak RSS {rss} exceeds the budget {b} by more than 2%");
-        assert!(ctx > last_ctx, "a larger budget should fit a longer context");
+        eprintln!(
+            "{model} budget {b}: context {ctx}, peak RSS {:.1} MiB",
+            rss as f64 / 1048576.0
+        );
+        assert!(
+            rss as f64 <= bytes as f64 * 1.02,
+            "{model}: peak RSS {rss} exceeds the budget {b} by more than 2%"
+        );
+        assert!(
+            ctx > last_ctx,
+            "a larger budget should fit a longer context"
+        );
         last_ctx = ctx;
     }
 }
@@ -45,5 +79,8 @@ fn smollm2_stays_within_budget() {
 
 #[test]
 fn tinyllama_shape_stays_within_budget() {
-    check("random/bench/tinyllama-1.1b-q4_0.gguf", &["660M", "680M", "700M"]);
+    check(
+        "random/bench/tinyllama-1.1b-q4_0.gguf",
+        &["660M", "680M", "700M"],
+    );
 }

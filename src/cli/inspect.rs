@@ -29,6 +29,9 @@ pub struct InspectArgs {
     /// Print the memory plan for this budget and the longest context that fits.
     #[arg(long = "mem-budget")]
     pub mem_budget: Option<String>,
+    /// Search contexts up to this length for --mem-budget (default: the model's training context).
+    #[arg(long = "ctx-limit")]
+    pub ctx_limit: Option<usize>,
     /// List every tensor.
     #[arg(long = "tensors")]
     pub tensors: bool,
@@ -142,7 +145,12 @@ pub fn main(a: InspectArgs) -> Result<()> {
         early_exit: false,
     };
     if let Some(b) = budget {
-        let n = longest_context(&model, &dims, b, model.cfg.n_ctx_train)?;
+        let n = longest_context(
+            &model,
+            &dims,
+            b,
+            a.ctx_limit.unwrap_or(model.cfg.n_ctx_train),
+        )?;
         let d = ForwardDims {
             n_ctx: a.ctx.unwrap_or(n),
             n_batch: dims.n_batch.min(a.ctx.unwrap_or(n)),
