@@ -277,3 +277,81 @@ fn perplexity_matches_llamacpp() {
         "lckv perplexity {ours} vs llama.cpp {theirs}: {rel:.3e} apart"
     );
 }
+
+/// A Hugging Face Llama checkpoint converted by `lckv convert` loads in llama.cpp and gives the
+/// logits of the PyTorch model it came from (which checks the Q/K row permutation for
+/// llama.cpp's RoPE layout), and lckv agrees: f32 within 1e-4, q8_0 within 2e-2 of llama.cpp.
+#[test]
+fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
+    use lckv::convert::{convert, ConvertOptions};
+    let fixture = common::repo_root().join("tests/fixtures/lckv/standard");
+    let dir = std::env::temp_dir().join(format!("lckv-hf-llama-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+            .unwrap();
+    cfg["model_type"] = "llama".into();
+    cfg["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        fixture.join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap())
+            .unwrap();
+    let prompt: Vec<u32> = cases["cases"]["prompt_sequential"]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let (_, pytorch) = lckv::npy::read_f32(&fixture.join("prompt_sequential_logits.npy")).unwrap();
+    for (ty, tol_ref, tol_pt) in [
+        (GgmlType::F32, 1e-4f32, 1e-4f32),
+        (GgmlType::Q8_0, 2e-2, f32::INFINITY),
+    ] {
+        let out = dir.join(format!("model-{}.gguf", ty.name()));
+        convert(
+            &dir,
+            &out,
+            &ConvertOptions {
+                out_type: ty,
+                vocab_from: None,
+            },
+        )
+        .unwrap();
+        let mut reference = LlamaCpp::load(
+            &out,
+            &RefOptions {
+                n_ctx: 64,
+                n_threads: 2,
+                kv_f32: true,
+                flash_attn: false,
+            },
+        )
+        .unwrap();
+        let theirs = reference.logits(&prompt);
+        let model = Model::load(&out, &LoadOptions::default()).unwrap();
+        let v = model.cfg.n_vocab;
+        let mut ours = vec![0f32; prompt.len() * v];
+        session(&model)
+            .prefill(&prompt, Logits::All, &mut |i, l| {
+                ours[i * v..(i + 1) * v].copy_from_slice(l)
+            })
+            .unwrap();
+        let rel = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        };
+        let (e_ref, e_pt) = (rel(&ours, &theirs), rel(&theirs, &pytorch));
+        eprintln!(
+            "converted {}: lckv vs llama.cpp {e_ref:.2e}, llama.cpp vs PyTorch {e_pt:.2e}",
+            ty.name()
+        );
+        assert!(e_ref <= tol_ref, "{}: lckv vs llama.cpp {e_ref}", ty.name());
+        assert!(e_pt <= tol_pt, "{}: llama.cpp vs PyTorch {e_pt}", ty.name());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

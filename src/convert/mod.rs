@@ -352,6 +352,9 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
             "lckv convert: no tokenizer.json in {}; the model will take token ids only",
             dir.display()
         );
+        // llama.cpp's marker for a vocabulary-less model: it then sizes the vocabulary from
+        // `{arch}.vocab_size`.
+        w.add("tokenizer.ggml.model", Value::String("no_vocab".into()));
         return Ok(());
     }
     let text = std::fs::read_to_string(&path)
