@@ -384,14 +384,7 @@ impl Forward {
         let x = &mut self.x[rows.start * e..rows.end * e];
 
         // Attention: xn = norm(x); q, k, v = projections of xn.
-        for r in 0..n {
-            kern.rms_norm(
-                &x[r * e..(r + 1) * e],
-                &w.attn_norm,
-                cfg.rms_eps,
-                &mut self.xn[r * e..(r + 1) * e],
-            );
-        }
+        norm_rows(kern, x, &w.attn_norm, cfg.rms_eps, &mut self.xn);
         if let Some(wqkv) = &w.wqkv {
             matmul(
                 kern,
@@ -413,13 +406,15 @@ impl Forward {
             }
         } else {
             let wq = w.wq.as_ref().expect("weights without Q projection");
-            matmul(
+            let mut quantized = None;
+            matmul_shared(
                 kern,
                 m,
                 wq,
                 &self.xn[..n * e],
                 n,
                 &mut self.act,
+                &mut quantized,
                 &mut self.q,
             );
             if producer {
@@ -428,22 +423,24 @@ impl Forward {
                     w.wv.as_ref().expect("producer without V"),
                 );
                 // The activation rows quantized for Q serve K and V when the types agree.
-                matmul(
+                matmul_shared(
                     kern,
                     m,
                     wk,
                     &self.xn[..n * e],
                     n,
                     &mut self.act,
+                    &mut quantized,
                     &mut self.k,
                 );
-                matmul(
+                matmul_shared(
                     kern,
                     m,
                     wv,
                     &self.xn[..n * e],
                     n,
                     &mut self.act,
+                    &mut quantized,
                     &mut self.v,
                 );
             }
@@ -578,32 +575,28 @@ impl Forward {
         );
 
         // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
-        for r in 0..n {
-            kern.rms_norm(
-                &x[r * e..(r + 1) * e],
-                &w.ffn_norm,
-                cfg.rms_eps,
-                &mut self.xn[r * e..(r + 1) * e],
-            );
-        }
+        norm_rows(kern, x, &w.ffn_norm, cfg.rms_eps, &mut self.xn);
         let f = cfg.n_ff;
         if let Some(wg) = &w.w_gate {
-            matmul(
+            let mut quantized = None;
+            matmul_shared(
                 kern,
                 m,
                 wg,
                 &self.xn[..n * e],
                 n,
                 &mut self.act,
+                &mut quantized,
                 &mut self.gate,
             );
-            matmul(
+            matmul_shared(
                 kern,
                 m,
                 &w.w_up,
                 &self.xn[..n * e],
                 n,
                 &mut self.act,
+                &mut quantized,
                 &mut self.up,
             );
         } else {
@@ -654,15 +647,13 @@ impl Forward {
         while start < rows.end {
             let end = (start + chunk).min(rows.end);
             let c = end - start;
-            for r in 0..c {
-                let src = start + r;
-                self.kern.rms_norm(
-                    &self.x[src * e..(src + 1) * e],
-                    &m.weights.output_norm,
-                    cfg.rms_eps,
-                    &mut self.xn[r * e..(r + 1) * e],
-                );
-            }
+            norm_rows(
+                self.kern,
+                &self.x[start * e..end * e],
+                &m.weights.output_norm,
+                cfg.rms_eps,
+                &mut self.xn,
+            );
             matmul(
                 self.kern,
                 m,
@@ -690,16 +681,35 @@ fn matmul(
     act: &mut [u8],
     out: &mut [f32],
 ) {
+    matmul_shared(kern, m, w, input, n, act, &mut None, out);
+}
+
+/// `matmul` for several matrices applied to the same input: `quantized` records the type the
+/// rows in `act` already hold, so Q/K/V (or gate/up) quantize their shared input once.
+#[allow(clippy::too_many_arguments)]
+fn matmul_shared(
+    kern: &Kernels,
+    m: &Model,
+    w: &Matrix,
+    input: &[f32],
+    n: usize,
+    act: &mut [u8],
+    quantized: &mut Option<GgmlType>,
+    out: &mut [f32],
+) {
     let vt = w.ty.vec_dot_type();
     let rs = vt
         .row_size(w.cols)
         .expect("matrix widths are validated at load");
-    for r in 0..n {
-        kern.quantize_row(
-            vt,
-            &input[r * w.cols..(r + 1) * w.cols],
-            &mut act[r * rs..(r + 1) * rs],
-        );
+    if *quantized != Some(vt) {
+        for r in 0..n {
+            kern.quantize_row(
+                vt,
+                &input[r * w.cols..(r + 1) * w.cols],
+                &mut act[r * rs..(r + 1) * rs],
+            );
+        }
+        *quantized = Some(vt);
     }
     kern.matmul(
         w.ty,
@@ -733,6 +743,14 @@ fn residual(
         row_norm(kern, out, pn, w.rows, eps, tmp);
     }
     add_into(x, out);
+}
+
+/// out[r] = RMSNorm(x[r]) * w for every row of `x`.
+fn norm_rows(kern: &Kernels, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let e = w.len();
+    for (row, o) in x.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
+        kern.rms_norm(row, w, eps, o);
+    }
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
