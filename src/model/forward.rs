@@ -451,7 +451,8 @@ impl Forward {
             add_bias(&mut self.v[..n * kvd], w.bv.as_deref());
         }
         if let Some(qn) = &w.q_norm {
-            head_norm(
+            // Per-head RMSNorm (Gemma 3's Q/K norms): rows of head_dim.
+            row_norm(
                 kern,
                 &mut self.q[..n * qd],
                 qn,
@@ -462,7 +463,7 @@ impl Forward {
         }
         if producer {
             if let Some(kn) = &w.k_norm {
-                head_norm(
+                row_norm(
                     kern,
                     &mut self.k[..n * kvd],
                     kn,
@@ -773,11 +774,6 @@ fn row_norm(kern: &Kernels, x: &mut [f32], w: &[f32], width: usize, eps: f32, tm
         kern.rms_norm(row, w, eps, &mut tmp[..width]);
         row.copy_from_slice(&tmp[..width]);
     }
-}
-
-/// Per-head RMSNorm (Gemma 3's Q/K norms).
-fn head_norm(kern: &Kernels, x: &mut [f32], w: &[f32], hd: usize, eps: f32, tmp: &mut [f32]) {
-    row_norm(kern, x, w, hd, eps, tmp);
 }
 
 /// cos/sin of each rotated pair at `pos`, computed as ggml does (the angle advances by repeated
