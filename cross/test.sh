@@ -26,4 +26,6 @@ run_tests armv7-unknown-linux-gnueabihf "qemu-arm -L /usr/arm-linux-gnueabihf -c
 echo "== release binaries" >&2
 cargo build --release --target aarch64-unknown-linux-gnu --bin lckv
 cargo build --release --target armv7-unknown-linux-gnueabihf --bin lckv
-ls -l target/aarch64-unknown-linux-gnu/release/lckv target/armv7-unknown-linux-gnueabihf/release/lckv
+target_dir="${CARGO_TARGET_DIR:-target}"
+ls -l "$target_dir/aarch64-unknown-linux-gnu/release/lckv" \
+  "$target_dir/armv7-unknown-linux-gnueabihf/release/lckv"

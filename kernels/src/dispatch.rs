@@ -163,6 +163,8 @@ pub fn select(path: Option<KernelPath>) -> Result<Kernels, String> {
 }
 
 fn build(path: KernelPath) -> Kernels {
+    // `mut` is unused on targets with no SIMD paths (armv7), where only the twins exist.
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_mut))]
     let mut k = Kernels {
         path,
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
