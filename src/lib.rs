@@ -14,6 +14,8 @@ pub mod model;
 pub mod npy;
 #[cfg(feature = "reference")]
 pub mod reference;
+#[cfg(feature = "reference")]
+pub mod reference_ggml;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

@@ -2,7 +2,7 @@
 //! (or the one named by `LCKV_KERNELS`), and every call after that goes through a table of
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
-use crate::attention::{attend_with, AttnFns, AttnScratch, KvLayout};
+use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
 use crate::dot::VecDotFn;
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
@@ -102,8 +102,12 @@ const NT: usize = GgmlType::ALL.len();
 pub struct Kernels {
     path: KernelPath,
     dot: [VecDotFn; NT],
+    /// The order of a batched product where it differs from `dot` (see `dot::dot_gemm_fn`).
+    dot_gemm: [Option<VecDotFn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
+    attend: AttendFn,
+    silu_mul: fn(&mut [f32], &[f32]),
 }
 
 /// The kernels chosen for this process: `LCKV_KERNELS` when set and usable, else the best path
@@ -164,20 +168,27 @@ pub fn select(path: Option<KernelPath>) -> Result<Kernels, String> {
 
 fn build(path: KernelPath) -> Kernels {
     // `mut` is unused on targets with no SIMD paths (armv7), where only the twins exist.
-    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_mut))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_mut)
+    )]
     let mut k = Kernels {
         path,
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
+        dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
         dequant: GgmlType::ALL.map(crate::quant::dequant_fn),
+        attend: crate::attention::attend_baseline,
+        silu_mul: crate::ops::silu_mul,
     };
     #[cfg(target_arch = "x86_64")]
     if matches!(path, KernelPath::Avx2 | KernelPath::Avx512) {
         // Only reached after cpu_supports() confirmed avx2 + fma + f16c (and, for Avx512,
         // avx512f + avx512bw + avx512vl).
         crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
+        crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_gemm);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -273,10 +284,16 @@ impl Kernels {
         // than the dots (a few KiB of weights per piece).
         let min_rows = (8192 / w_row.max(1)).max(4);
         let grain = (rows / (4 * threads)).max(min_rows);
+        // A batch of two or more rows against a weight of a multiple of 4 rows is where ggml's
+        // x86 build switches F32/F16 products to its GEMM (tinyBLAS) order; follow it there.
+        let dot = match self.dot_gemm[wty.index()] {
+            Some(gemm) if batch >= 2 && rows % 4 == 0 => gemm,
+            _ => self.dot[wty.index()],
+        };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let bt = BATCH_TILE.min(batch - b0);
             let job = MatmulJob {
-                dot: self.dot[wty.index()],
+                dot,
                 w,
                 w_row,
                 a: &a[b0 * a_row..(b0 + bt) * a_row],
@@ -305,7 +322,8 @@ impl Kernels {
     }
 
     pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        crate::ops::silu_mul(gate, up)
+        assert_eq!(gate.len(), up.len(), "silu_mul: gate and up lengths differ");
+        (self.silu_mul)(gate, up)
     }
 
     pub fn gelu_tanh_mul(&self, gate: &mut [f32], up: &[f32]) {
@@ -337,6 +355,7 @@ impl Kernels {
         visible: Range<usize>,
         q: &[f32],
         scale: f32,
+        batched: bool,
         scratch: &mut AttnScratch,
         out: &mut [f32],
     ) {
@@ -346,8 +365,8 @@ impl Kernels {
             quant: self.quant[i],
             dequant: self.dequant[i],
         };
-        attend_with(
-            &fns, layout, k_cache, v_cache, g, visible, q, scale, scratch, out,
+        (self.attend)(
+            &fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
         );
     }
 }

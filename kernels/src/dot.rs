@@ -37,22 +37,25 @@ pub(crate) fn dot_fn(wty: GgmlType) -> VecDotFn {
     }
 }
 
-// Float rows accumulate in f64, as ggml's generic `ggml_vec_dot_f32/f16/bf16` do.
+/// The batched-product twin of [`dot_fn`] for the float types whose batched order differs
+/// (`fp_order::dot_gemm`); None where a batch uses the same kernel as one row.
+pub(crate) fn dot_gemm_fn(wty: GgmlType) -> Option<VecDotFn> {
+    match wty {
+        GgmlType::F32 => Some(|_, w, a| crate::fp_order::dot_f32_gemm_bytes(w, a)),
+        GgmlType::F16 => Some(|_, w, a| crate::fp_order::dot_f16_gemm_bytes(w, a)),
+        _ => None,
+    }
+}
+
+// F32 and F16 rows follow ggml's AVX2 order (`fp_order`), the order of every path; BF16 rows
+// accumulate in f64 as ggml's generic `ggml_vec_dot_bf16` does.
 
 fn dot_f32(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0.0f64;
-    for (x, y) in w.chunks_exact(4).zip(a.chunks_exact(4)) {
-        s += (f32_at(x) * f32_at(y)) as f64;
-    }
-    s as f32
+    crate::fp_order::dot_f32_bytes(w, a)
 }
 
 fn dot_f16(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0.0f64;
-    for (x, y) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
-        s += (f16_at(x) * f16_at(y)) as f64;
-    }
-    s as f32
+    crate::fp_order::dot_f16_bytes(w, a)
 }
 
 fn dot_bf16(_n: usize, w: &[u8], a: &[u8]) -> f32 {

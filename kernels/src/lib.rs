@@ -9,6 +9,7 @@ pub mod attention;
 pub mod dispatch;
 pub mod dot;
 pub mod formats;
+pub mod fp_order;
 pub mod ops;
 pub mod quant;
 

@@ -1,5 +1,6 @@
 //! Scalar elementwise operations of a transformer layer: RMS norm, softmax, the gated activations
-//! (SiLU, tanh-GELU) and rotary position embedding. Reductions accumulate in f64 as ggml does.
+//! (SiLU, tanh-GELU) and rotary position embedding. Reductions accumulate in f64 as ggml does,
+//! and SiLU uses ggml's vector `exp` (see `fp_order`), so results are ggml's bits.
 
 /// `out = x / sqrt(mean(x^2) + eps) * w`.
 ///
@@ -16,7 +17,8 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     if x.is_empty() {
         return;
     }
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    // The square is rounded to f32 before the f64 sum, as in ggml_compute_forward_rms_norm_f32.
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
@@ -43,15 +45,15 @@ pub fn softmax_inplace(x: &mut [f32]) {
     }
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]`, silu(x) = x / (1 + e^-x).
+/// `gate[i] = silu(gate[i]) * up[i]`, silu(x) = x / (1 + e^-x), for one row of the
+/// feed-forward (ggml's `swiglu` treats each row alike: groups of 8 from the row's start through
+/// the vector `exp`, the remainder through libm's).
 ///
 /// # Panics
 /// When the slices differ in length (a caller bug).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: gate and up lengths differ");
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    crate::fp_order::silu_mul_row(gate, up);
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -83,7 +85,8 @@ pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
         "gelu_tanh_mul: gate and up lengths differ"
     );
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = gelu_tanh(*g) * u;
+        // ggml writes a plain +0 below -10 (not 0 * up, which may be -0).
+        *g = if *g <= -10.0 { 0.0 } else { gelu_tanh(*g) * u };
     }
 }
 
@@ -122,8 +125,9 @@ pub fn rope(
                 (2 * i, 2 * i + 1)
             };
             let (x0, x1) = (h[a], h[b]);
-            h[a] = x0 * cos[i] - x1 * sin[i];
-            h[b] = x0 * sin[i] + x1 * cos[i];
+            // ggml's rotate_pairs as its compiler contracts it: the first product fused.
+            h[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+            h[b] = x0.mul_add(sin[i], x1 * cos[i]);
         }
     }
 }

@@ -537,6 +537,9 @@ impl Forward {
         let q = &self.q;
         let plan = &cfg.plan;
         let group = nh / nkv;
+        // llama.cpp's x86 build sums a batch's attention values in another order than a single
+        // token's (its GEMM); follow it so that parity holds for prompts and for decoding.
+        let batched = n >= 2;
         self.att[..n * qd]
             .par_chunks_mut(n * hd)
             .zip(self.attn.par_iter_mut())
@@ -553,6 +556,7 @@ impl Forward {
                         vis,
                         qh,
                         scale,
+                        batched,
                         scratch,
                         &mut out_h[r * hd..(r + 1) * hd],
                     );
@@ -618,7 +622,15 @@ impl Forward {
             }
         }
         match cfg.traits.activation {
-            Activation::Silu => kern.silu_mul(&mut self.gate[..n * f], &self.up[..n * f]),
+            Activation::Silu => {
+                // Row by row: the vector groups restart at each row, as in ggml's swiglu.
+                for (g, u) in self.gate[..n * f]
+                    .chunks_mut(f)
+                    .zip(self.up[..n * f].chunks(f))
+                {
+                    kern.silu_mul(g, u);
+                }
+            }
             Activation::GeluTanh => kern.gelu_tanh_mul(&mut self.gate[..n * f], &self.up[..n * f]),
         }
         residual(

@@ -1,15 +1,20 @@
 //! AVX2 + FMA + F16C kernels: dot products for the weight formats lckv runs (F32, F16, Q4_0,
-//! Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) and the activation quantizers (Q8_0, Q8_1, Q8_K).
+//! Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), the activation quantizers (Q8_0, Q8_1, Q8_K), and attention
+//! and SiLU recompiled with FMA.
 //!
-//! Integer block sums are exact, so dots differ from the scalar twins only in the order of f32
-//! additions. The quantizers use the scalar rounding rules and give identical bytes.
+//! Integer block sums are exact, so quantized dots differ from the scalar twins only in the
+//! order of f32 additions; F32/F16 dots, attention and SiLU keep the twins' order exactly. The
+//! quantizers use the scalar rounding rules and give identical bytes.
 //! Everything here is reached only through `install`, which dispatch calls after detecting
 //! avx2, fma and f16c; the safe wrappers rely on that.
 
+use crate::attention::{attend_with, AttendFn, AttnFns};
 use crate::dot::VecDotFn;
 use crate::formats::{GgmlType, QK_K};
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, QuantFn};
+use crate::{AttnScratch, KvLayout};
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Overrides the scalar entries of the tables with this file's kernels.
 pub(crate) fn install(dot: &mut [VecDotFn; 11], quant: &mut [QuantFn; 11]) {
@@ -24,6 +29,91 @@ pub(crate) fn install(dot: &mut [VecDotFn; 11], quant: &mut [QuantFn; 11]) {
     quant[GgmlType::Q8_0.index()] = quantize_q8_0;
     quant[GgmlType::Q8_1.index()] = quantize_q8_1;
     quant[GgmlType::Q8K.index()] = quantize_q8_k;
+}
+
+/// The attention and SiLU of `attention` / `fp_order`, recompiled with AVX2 + FMA so that their
+/// `mul_add`s are FMA instructions and their lane loops vectorize; same arithmetic, same bits.
+pub(crate) fn install_f32_ops(
+    attend: &mut AttendFn,
+    silu_mul: &mut fn(&mut [f32], &[f32]),
+    dot_gemm: &mut [Option<VecDotFn>; 11],
+) {
+    *attend = attend_fma;
+    *silu_mul = silu_mul_fma;
+    dot_gemm[GgmlType::F32.index()] = Some(dot_f32_gemm);
+    dot_gemm[GgmlType::F16.index()] = Some(dot_f16_gemm);
+}
+
+fn dot_f32_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+    unsafe { dot_f32_gemm_impl(w, a) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_gemm_impl(w: &[u8], a: &[u8]) -> f32 {
+    crate::fp_order::dot_f32_gemm_bytes(w, a)
+}
+
+fn dot_f16_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+    unsafe { dot_f16_gemm_impl(w, a) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_gemm_impl(w: &[u8], a: &[u8]) -> f32 {
+    crate::fp_order::dot_f16_gemm_bytes(w, a)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_fma(
+    fns: &AttnFns,
+    layout: &KvLayout,
+    k_cache: &[u8],
+    v_cache: &[u8],
+    g: usize,
+    visible: Range<usize>,
+    q: &[f32],
+    scale: f32,
+    batched: bool,
+    scratch: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+    unsafe {
+        attend_fma_impl(
+            fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_fma_impl(
+    fns: &AttnFns,
+    layout: &KvLayout,
+    k_cache: &[u8],
+    v_cache: &[u8],
+    g: usize,
+    visible: Range<usize>,
+    q: &[f32],
+    scale: f32,
+    batched: bool,
+    scratch: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    attend_with(
+        fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
+    )
+}
+
+fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+    unsafe { silu_mul_fma_impl(gate, up) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_mul_fma_impl(gate: &mut [f32], up: &[f32]) {
+    crate::fp_order::silu_mul_row(gate, up)
 }
 
 macro_rules! safe_wrappers {
@@ -128,13 +218,15 @@ fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    // ggml_vec_dot_f32's order (fp_order::dot_f32): 4 accumulators over steps of 32, the
+    // GGML_F32x8_REDUCE tree, then the leftovers one FMA at a time.
     let n = w.len().min(a.len()) / 4;
     let (wp, ap) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
+    let np = n & !31;
+    for i in (0..np).step_by(32) {
         for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 8k + 8 <= n elements lie inside both slices; loadu is unaligned.
+            // SAFETY: i + 8k + 8 <= np <= n elements lie inside both slices; loadu is unaligned.
             let (x, y) = unsafe {
                 (
                     _mm256_loadu_ps(wp.add(i + 8 * k)),
@@ -143,31 +235,34 @@ pub(super) unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             };
             *acc = _mm256_fmadd_ps(x, y, *acc);
         }
-        i += 32;
     }
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n elements lie inside both slices.
-        let (x, y) = unsafe { (_mm256_loadu_ps(wp.add(i)), _mm256_loadu_ps(ap.add(i))) };
-        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut sum = hsum_ps(s);
-    for j in i..n {
-        sum += f32_at(&w[4 * j..]) * f32_at(&a[4 * j..]);
+    let mut sum = reduce_step(acc);
+    for j in np..n {
+        sum = f32_at(&w[4 * j..]).mul_add(f32_at(&a[4 * j..]), sum);
     }
     sum
 }
 
+/// GGML_F32x8_REDUCE: acc0 + acc2 and acc1 + acc3, their sum, then the halves and two hadds.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn reduce_step(acc: [__m256; 4]) -> f32 {
+    let x = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    // ggml_vec_dot_f16's order: as dot_f32, the leftover products added in f64.
     let n = w.len().min(a.len()) / 2;
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 16 <= n {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let np = n & !31;
+    for i in (0..np).step_by(32) {
         for (k, acc) in acc.iter_mut().enumerate() {
             let o = 2 * (i + 8 * k);
-            // SAFETY: 8 halves (16 bytes) from o lie inside both slices since i + 16 <= n.
+            // SAFETY: 8 halves (16 bytes) from o lie inside both slices since i + 32 <= n.
             let (x, y) = unsafe {
                 (
                     _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(o) as *const __m128i)),
@@ -176,13 +271,12 @@ pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             };
             *acc = _mm256_fmadd_ps(x, y, *acc);
         }
-        i += 16;
     }
-    let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
-    for j in i..n {
-        sum += h2f(&w[2 * j..]) * h2f(&a[2 * j..]);
+    let mut sum = reduce_step(acc) as f64;
+    for j in np..n {
+        sum += (h2f(&w[2 * j..]) * h2f(&a[2 * j..])) as f64;
     }
-    sum
+    sum as f32
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

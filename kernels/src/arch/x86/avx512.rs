@@ -1,6 +1,7 @@
 //! AVX-512 (F + BW + VL) dot products: two 32-element blocks per 512-bit register for the
-//! simple quants, a whole 64-element chunk per register for Q4_K / Q6_K, and masked tails for
-//! F32 / F16. The activation quantizers stay the AVX2 ones (they are not the bottleneck).
+//! simple quants, a whole 64-element chunk per register for Q4_K / Q6_K. F32 / F16 keep the AVX2
+//! kernels, whose summation order every path shares (`fp_order`), and so do the activation
+//! quantizers (they are not the bottleneck).
 //!
 //! Reached only through `install`, which dispatch calls after detecting avx512f, avx512bw,
 //! avx512vl, avx2, fma and f16c; the safe wrappers rely on that.
@@ -13,8 +14,6 @@ use std::arch::x86_64::*;
 
 /// Overrides table entries with this file's kernels (call after `avx2::install`).
 pub(crate) fn install(dot: &mut [VecDotFn; 11]) {
-    dot[GgmlType::F32.index()] = dot_f32;
-    dot[GgmlType::F16.index()] = dot_f16;
     dot[GgmlType::Q4_0.index()] = dot_q4_0;
     dot[GgmlType::Q4_1.index()] = dot_q4_1;
     dot[GgmlType::Q5_0.index()] = dot_q5_0;
@@ -33,8 +32,6 @@ macro_rules! safe_wrappers {
 }
 
 safe_wrappers! {
-    dot_f32 => dot_f32_impl;
-    dot_f16 => dot_f16_impl;
     dot_q4_0 => dot_q4_0_impl;
     dot_q4_1 => dot_q4_1_impl;
     dot_q5_0 => dot_q5_0_impl;
@@ -72,84 +69,6 @@ fn dot_i8(x: __m512i, y: __m512i) -> __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 fn dot_u8_i8(x: __m512i, y: __m512i) -> __m512i {
     _mm512_madd_epi16(_mm512_maddubs_epi16(x, y), _mm512_set1_epi16(1))
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let n = w.len().min(a.len()) / 4;
-    let (wp, ap) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 16k + 16 <= n elements lie inside both slices; loads are unaligned.
-            let (x, y) = unsafe {
-                (
-                    _mm512_loadu_ps(wp.add(i + 16 * k)),
-                    _mm512_loadu_ps(ap.add(i + 16 * k)),
-                )
-            };
-            *acc = _mm512_fmadd_ps(x, y, *acc);
-        }
-        i += 64;
-    }
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - i)) - 1
-        };
-        // SAFETY: the mask enables only the n - i < 16 (or 16) elements inside both slices;
-        // masked-off lanes are not read.
-        let (x, y) = unsafe {
-            (
-                _mm512_maskz_loadu_ps(m, wp.add(i)),
-                _mm512_maskz_loadu_ps(m, ap.add(i)),
-            )
-        };
-        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
-        i += 16;
-    }
-    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-    _mm512_reduce_add_ps(s)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let n = w.len().min(a.len()) / 2;
-    let (wp, ap) = (w.as_ptr() as *const i16, a.as_ptr() as *const i16);
-    let mut acc = [_mm512_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: 16 halves from i + 16k lie inside both slices since i + 32 <= n.
-            let (x, y) = unsafe {
-                (
-                    _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(i + 16 * k) as *const __m256i)),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(ap.add(i + 16 * k) as *const __m256i)),
-                )
-            };
-            *acc = _mm512_fmadd_ps(x, y, *acc);
-        }
-        i += 32;
-    }
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - i)) - 1
-        };
-        // SAFETY: the mask enables only halves inside both slices; masked-off lanes are not read.
-        let (x, y) = unsafe {
-            (
-                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wp.add(i))),
-                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, ap.add(i))),
-            )
-        };
-        acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
-        i += 16;
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
 }
 
 /// Runs `pair` over blocks two at a time and the AVX2 kernel on an odd last block.
