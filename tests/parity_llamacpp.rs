@@ -355,3 +355,95 @@ fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A Phi-3 checkpoint saved by transformers (tests/fixtures/phi3_tiny: LongRoPE, 2 KV heads,
+/// sliding window 12; phi3_partial_rotary: half of each head rotated), converted by
+/// `lckv convert`, loads in llama.cpp and gives lckv's logits: the fused QKV and gate/up
+/// layouts, the rope factors and `rope.scaling.attn_factor` as llama.cpp reads them. Both run
+/// with n_ctx 64 > original_max_position_embeddings 16, so both take the long factors, as
+/// PyTorch does for the 20-token prompt. llama.cpp ignores Phi-3's sliding window (its Phi-3
+/// loader turns SWA off), so lckv and llama.cpp are compared before the window starts to bite
+/// (positions 0..12), and llama.cpp is compared on every position with PyTorch run without the
+/// window (`logits_long_nowindow.npy`). Tolerances as above: f32 1e-4, q8_0 2e-2.
+#[test]
+fn converted_phi3_checkpoint_matches_llamacpp_and_pytorch() {
+    use lckv::convert::{convert, ConvertOptions};
+    for (name, window, pytorch_file) in [
+        ("phi3_tiny", Some(12usize), "logits_long_nowindow.npy"),
+        ("phi3_partial_rotary", None, "logits_long.npy"),
+    ] {
+        let fixture = common::repo_root().join("tests/fixtures").join(name);
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap())
+                .unwrap();
+        let prompt: Vec<u32> = cases["prompt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let (_, pytorch) = lckv::npy::read_f32(&fixture.join(pytorch_file)).unwrap();
+        for (ty, tol_ref, tol_pt) in [
+            (GgmlType::F32, 1e-4f32, 1e-4f32),
+            (GgmlType::Q8_0, 2e-2, f32::INFINITY),
+        ] {
+            let out = std::env::temp_dir().join(format!(
+                "lckv-{name}-{}-{}.gguf",
+                ty.name(),
+                std::process::id()
+            ));
+            convert(
+                &fixture,
+                &out,
+                &ConvertOptions {
+                    out_type: ty,
+                    vocab_from: None,
+                },
+            )
+            .unwrap();
+            let mut reference = LlamaCpp::load(
+                &out,
+                &RefOptions {
+                    n_ctx: 64,
+                    n_threads: 2,
+                    kv_f32: true,
+                    flash_attn: false,
+                },
+            )
+            .unwrap();
+            let theirs = reference.logits(&prompt);
+            let model = Model::load(&out, &LoadOptions::default()).unwrap();
+            let v = model.cfg.n_vocab;
+            let mut ours = vec![0f32; prompt.len() * v];
+            session(&model)
+                .prefill(&prompt, Logits::All, &mut |i, l| {
+                    ours[i * v..(i + 1) * v].copy_from_slice(l)
+                })
+                .unwrap();
+            let rel = |a: &[f32], b: &[f32]| {
+                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+            };
+            let n = window.unwrap_or(prompt.len()) * v;
+            let (e_ref, e_pt) = (rel(&ours[..n], &theirs[..n]), rel(&theirs, &pytorch));
+            eprintln!(
+                "converted {name} {}: lckv vs llama.cpp {e_ref:.2e} (first {} positions), llama.cpp vs PyTorch {e_pt:.2e}",
+                ty.name(),
+                n / v
+            );
+            assert!(
+                e_ref <= tol_ref,
+                "{name} {}: lckv vs llama.cpp {e_ref}",
+                ty.name()
+            );
+            assert!(
+                e_pt <= tol_pt,
+                "{name} {}: llama.cpp vs PyTorch {e_pt}",
+                ty.name()
+            );
+            drop(model);
+            drop(reference);
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Reading Hugging Face checkpoints: `config.json` (llama, phi3 and the published LCKV
 //! `lckv-llama` layout) and single or sharded safetensors in f32/f16/bf16.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
@@ -19,6 +20,27 @@ pub enum HfKind {
     LckvLlama,
 }
 
+impl HfKind {
+    /// The `model_type` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            HfKind::Llama => "llama",
+            HfKind::Phi3 => "phi3",
+            HfKind::LckvLlama => "lckv-llama",
+        }
+    }
+}
+
+/// Phi-3's LongRoPE: per-dimension frequency divisors for contexts up to and beyond the
+/// pre-training length, and the factor cos/sin are multiplied by.
+#[derive(Clone, Debug)]
+pub struct LongRope {
+    pub long: Vec<f32>,
+    pub short: Vec<f32>,
+    pub orig_ctx: usize,
+    pub attn_factor: f32,
+}
+
 /// What the converter needs from `config.json`.
 #[derive(Clone, Debug)]
 pub struct HfConfig {
@@ -30,6 +52,8 @@ pub struct HfConfig {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim: usize,
+    /// Dimensions of each head that RoPE rotates (`partial_rotary_factor` x head_dim).
+    pub n_rot: usize,
     pub max_pos: usize,
     pub rope_theta: f64,
     pub rms_eps: f64,
@@ -37,8 +61,8 @@ pub struct HfConfig {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub sliding_window: Option<usize>,
-    /// Phi-3 long-context RoPE: (long factors, short factors, original context).
-    pub rope_factors: Option<(Vec<f32>, Vec<f32>, usize)>,
+    /// Phi-3 long-context RoPE.
+    pub rope_factors: Option<LongRope>,
     /// Llama `rope_scaling` of type linear.
     pub linear_scale: Option<f64>,
     /// LCKV plan (None: standard).
@@ -94,35 +118,97 @@ impl HfConfig {
         }
         let id = |k: &str| j.get(k).and_then(Json::as_u64).map(|v| v as u32);
         let sliding_window = opt_usize("sliding_window").filter(|&w| w > 0);
+        let max_pos = opt_usize("max_position_embeddings").unwrap_or(2048);
+        // transformers 4.x writes `rope_scaling` with `rope_theta` and `partial_rotary_factor`
+        // beside it; 5.x writes one `rope_parameters` object holding all of them.
+        let rope = ["rope_scaling", "rope_parameters"]
+            .into_iter()
+            .find_map(|k| j.get(k).filter(|v| v.is_object()));
+        let rope_get = |k: &str| {
+            j.get(k)
+                .filter(|v| !v.is_null())
+                .or_else(|| rope.and_then(|r| r.get(k)))
+        };
+        let rope_theta = rope_get("rope_theta")
+            .and_then(Json::as_f64)
+            .unwrap_or(10000.0);
+        let partial = rope_get("partial_rotary_factor")
+            .and_then(Json::as_f64)
+            .unwrap_or(1.0);
+        let head_dim = opt_usize("head_dim").unwrap_or(hidden / n_head);
+        // As transformers: int(head_dim * partial_rotary_factor) dimensions of each head rotate.
+        let n_rot = (head_dim as f64 * partial) as usize;
+        if !(partial > 0.0 && partial <= 1.0) || n_rot == 0 || !n_rot.is_multiple_of(2) {
+            return Err(bad(
+                dir,
+                format!("partial_rotary_factor {partial} leaves {n_rot} of {head_dim} dimensions to rotate; need an even, positive count"),
+            ));
+        }
         let mut rope_factors = None;
         let mut linear_scale = None;
-        if let Some(rs) = j.get("rope_scaling").filter(|v| !v.is_null()) {
+        if let Some(rs) = rope {
             let ty = rs
-                .get("type")
-                .or_else(|| rs.get("rope_type"))
+                .get("rope_type")
+                .or_else(|| rs.get("type"))
                 .and_then(Json::as_str)
-                .unwrap_or("");
+                .unwrap_or("default");
             match ty {
+                "default" => {}
                 "linear" => linear_scale = rs.get("factor").and_then(Json::as_f64),
                 "su" | "longrope" => {
                     let list = |k: &str| -> Result<Vec<f32>> {
-                        rs.get(k)
+                        let a = rs
+                            .get(k)
                             .and_then(Json::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(Json::as_f64)
-                                    .map(|x| x as f32)
-                                    .collect()
-                            })
-                            .ok_or_else(|| bad(dir, format!("rope_scaling.{k} is missing")))
+                            .ok_or_else(|| bad(dir, format!("rope scaling needs '{k}'")))?;
+                        let v: Vec<f32> = a
+                            .iter()
+                            .map(|x| x.as_f64().map(|x| x as f32))
+                            .collect::<Option<_>>()
+                            .ok_or_else(|| bad(dir, format!("rope scaling '{k}' holds a non-number")))?;
+                        if v.len() != n_rot / 2 {
+                            return Err(bad(
+                                dir,
+                                format!("rope scaling '{k}' has {} entries; {n_rot} rotated dimensions need {}", v.len(), n_rot / 2),
+                            ));
+                        }
+                        Ok(v)
                     };
-                    let orig = opt_usize("original_max_position_embeddings").unwrap_or(4096);
-                    rope_factors = Some((list("long_factor")?, list("short_factor")?, orig));
+                    // Phi-3 keeps the pre-training length at the top level, and transformers
+                    // prefers it there; 5.x also copies it into rope_parameters. 4096 is
+                    // Phi3Config's default.
+                    let orig = rope_get("original_max_position_embeddings")
+                        .and_then(Json::as_u64)
+                        .map_or(4096, |v| v as usize);
+                    if orig < 2 {
+                        return Err(bad(
+                            dir,
+                            format!("original_max_position_embeddings {orig} is too small"),
+                        ));
+                    }
+                    // transformers' _compute_longrope_parameters: an explicit attention_factor
+                    // wins; else the scale (rope `factor`, or the ratio of the two lengths, as
+                    // llama.cpp's converter always takes) gives sqrt(1 + ln s / ln orig).
+                    let scale = rs
+                        .get("factor")
+                        .and_then(Json::as_f64)
+                        .unwrap_or(max_pos as f64 / orig as f64);
+                    let attn_factor = match rs.get("attention_factor").and_then(Json::as_f64) {
+                        Some(a) => a,
+                        None if scale > 1.0 => (1.0 + scale.ln() / (orig as f64).ln()).sqrt(),
+                        None => 1.0,
+                    };
+                    rope_factors = Some(LongRope {
+                        long: list("long_factor")?,
+                        short: list("short_factor")?,
+                        orig_ctx: orig,
+                        attn_factor: attn_factor as f32,
+                    });
                 }
                 other => {
                     return Err(bad(
                         dir,
-                        format!("rope_scaling type '{other}' is not supported"),
+                        format!("rope scaling type '{other}' is not supported; convert handles linear and longrope"),
                     ))
                 }
             }
@@ -160,12 +246,10 @@ impl HfConfig {
             n_layer,
             n_head,
             n_head_kv,
-            head_dim: opt_usize("head_dim").unwrap_or(hidden / n_head),
-            max_pos: opt_usize("max_position_embeddings").unwrap_or(2048),
-            rope_theta: j
-                .get("rope_theta")
-                .and_then(Json::as_f64)
-                .unwrap_or(10000.0),
+            head_dim,
+            n_rot,
+            max_pos,
+            rope_theta,
             rms_eps: j.get("rms_norm_eps").and_then(Json::as_f64).unwrap_or(1e-5),
             tie_embeddings: j
                 .get("tie_word_embeddings")
@@ -181,10 +265,19 @@ impl HfConfig {
     }
 }
 
-/// All tensors of a checkpoint, by name, converted to f32 on demand.
+/// All tensors of a checkpoint, by name, converted to f32 on demand. It remembers which
+/// tensors were read, so the converter can refuse a checkpoint holding weights it would drop.
 pub struct Checkpoint {
     files: Vec<(PathBuf, Vec<u8>)>,
     index: HashMap<String, usize>,
+    used: RefCell<HashSet<String>>,
+}
+
+/// A shard name from `weight_map` must name a file in the checkpoint's folder, nothing else:
+/// the index is input, and `../x` or `/x` would read outside it.
+fn plain_file_name(s: &str) -> bool {
+    let mut c = Path::new(s).components();
+    matches!(c.next(), Some(Component::Normal(_))) && c.next().is_none() && !s.contains('\\')
 }
 
 impl Checkpoint {
@@ -192,34 +285,47 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let paths: Vec<PathBuf> = if single.exists() {
-            vec![single]
+        // For a sharded checkpoint: tensor name -> the shard the index puts it in.
+        let mut weight_map: Vec<(String, String)> = Vec::new();
+        let names: Vec<String> = if single.exists() {
+            vec!["model.safetensors".into()]
         } else if index_path.exists() {
+            let ctx = index_path.display();
             let text = std::fs::read_to_string(&index_path)
-                .map_err(|e| Error::io(format!("reading {}", index_path.display()), e))?;
-            let j: Json = serde_json::from_str(&text).map_err(|e| {
-                Error::Model(format!("{}: not valid JSON: {e}", index_path.display()))
-            })?;
+                .map_err(|e| Error::io(format!("reading {ctx}"), e))?;
+            let j: Json = serde_json::from_str(&text)
+                .map_err(|e| Error::Model(format!("{ctx}: not valid JSON: {e}")))?;
             let map = j
                 .get("weight_map")
                 .and_then(Json::as_object)
-                .ok_or_else(|| Error::Model(format!("{}: no weight_map", index_path.display())))?;
-            let mut shards: Vec<String> = map
-                .values()
-                .filter_map(Json::as_str)
-                .map(str::to_string)
-                .collect();
+                .ok_or_else(|| Error::Model(format!("{ctx}: no weight_map object")))?;
+            for (tensor, shard) in map {
+                let shard = shard.as_str().ok_or_else(|| {
+                    Error::Model(format!("{ctx}: weight_map[{tensor}] is not a file name"))
+                })?;
+                if !plain_file_name(shard) {
+                    return Err(Error::Model(format!(
+                        "{ctx}: shard name '{shard}' must be a plain file name in {}",
+                        dir.display()
+                    )));
+                }
+                weight_map.push((tensor.clone(), shard.to_string()));
+            }
+            let mut shards: Vec<String> = weight_map.iter().map(|(_, s)| s.clone()).collect();
             shards.sort();
             shards.dedup();
+            if shards.is_empty() {
+                return Err(Error::Model(format!("{ctx}: weight_map is empty")));
+            }
             for s in &shards {
-                if s.contains('/') || s.contains("..") {
+                if !dir.join(s).is_file() {
                     return Err(Error::Model(format!(
-                        "{}: shard name '{s}' must be a plain file name",
-                        index_path.display()
+                        "{ctx} names shard '{s}', which is not in {}",
+                        dir.display()
                     )));
                 }
             }
-            shards.into_iter().map(|s| dir.join(s)).collect()
+            shards
         } else {
             return Err(Error::Model(format!(
                 "{} has neither model.safetensors nor model.safetensors.index.json",
@@ -228,18 +334,38 @@ impl Checkpoint {
         };
         let mut files = Vec::new();
         let mut index = HashMap::new();
-        for (i, p) in paths.into_iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
+            let p = dir.join(name);
             let bytes =
                 std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
             let st = SafeTensors::deserialize(&bytes).map_err(|e| {
                 Error::Model(format!("{}: not a safetensors file: {e}", p.display()))
             })?;
-            for name in st.names() {
-                index.insert(name.to_string(), i);
+            for t in st.names() {
+                if let Some(j) = index.insert(t.to_string(), i) {
+                    return Err(Error::Model(format!(
+                        "tensor {t} is in both {} and {name}",
+                        names[j]
+                    )));
+                }
             }
             files.push((p, bytes));
         }
-        Ok(Checkpoint { files, index })
+        // The index must describe the shards: a tensor it places in a shard that lacks it
+        // means the files and the index are from different checkpoints.
+        for (tensor, shard) in &weight_map {
+            if index.get(tensor).map(|&i| &names[i]) != Some(shard) {
+                return Err(Error::Model(format!(
+                    "{}: weight_map puts {tensor} in {shard}, which does not hold it",
+                    index_path.display()
+                )));
+            }
+        }
+        Ok(Checkpoint {
+            files,
+            index,
+            used: RefCell::new(HashSet::new()),
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -248,6 +374,24 @@ impl Checkpoint {
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.index.keys()
+    }
+
+    /// Marks a tensor as deliberately left out (e.g. a tied `lm_head.weight`).
+    pub fn skip(&self, name: &str) {
+        self.used.borrow_mut().insert(name.to_string());
+    }
+
+    /// Tensors never read nor skipped, sorted. RoPE's `inv_freq` buffers, which older
+    /// checkpoints saved, are derived from the config and never count.
+    pub fn unused(&self) -> Vec<&String> {
+        let used = self.used.borrow();
+        let mut v: Vec<&String> = self
+            .index
+            .keys()
+            .filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        v.sort();
+        v
     }
 
     /// A tensor as f32 with its shape (outermost first, as PyTorch).
@@ -278,10 +422,12 @@ impl Checkpoint {
                 .collect(),
             other => {
                 return Err(Error::Model(format!(
-                    "{name} has dtype {other:?}; convert reads f32, f16 and bf16"
+                    "{}: {name} has dtype {other:?}; convert reads F32, F16 and BF16",
+                    path.display()
                 )))
             }
         };
+        self.used.borrow_mut().insert(name.to_string());
         Ok((t.shape().to_vec(), values))
     }
 }

@@ -143,7 +143,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
         &k("attention.layer_norm_rms_epsilon"),
         Value::F32(cfg.rms_eps as f32),
     );
-    w.add(&k("rope.dimension_count"), Value::U32(cfg.head_dim as u32));
+    w.add(&k("rope.dimension_count"), Value::U32(cfg.n_rot as u32));
     w.add(&k("vocab_size"), Value::U32(cfg.vocab as u32));
     if cfg.head_dim * cfg.n_head != cfg.hidden {
         w.add(&k("attention.key_length"), Value::U32(cfg.head_dim as u32));
@@ -228,8 +228,13 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
         None,
     )?;
     vector(&mut w, "model.norm.weight", "output_norm.weight")?;
-    if ckpt.has("lm_head.weight") && !cfg.tie_embeddings {
-        matrix(&mut w, "lm_head.weight", "output.weight", None)?;
+    if ckpt.has("lm_head.weight") {
+        if cfg.tie_embeddings {
+            // transformers ties it to the embedding whatever the file holds.
+            ckpt.skip("lm_head.weight");
+        } else {
+            matrix(&mut w, "lm_head.weight", "output.weight", None)?;
+        }
     }
     let llama_rope = cfg.kind != HfKind::Phi3;
     for i in 0..cfg.n_layer {
@@ -313,14 +318,16 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
             )?;
         }
     }
-    if let Some((long, short, orig)) = &cfg.rope_factors {
+    if let Some(lr) = &cfg.rope_factors {
+        // The keys and tensors llama.cpp's converter writes for Phi-3 LongRoPE.
         w.add(
             &k("rope.scaling.original_context_length"),
-            Value::U32(*orig as u32),
+            Value::U32(lr.orig_ctx as u32),
         );
+        w.add(&k("rope.scaling.attn_factor"), Value::F32(lr.attn_factor));
         for (n, f) in [
-            ("rope_factors_long.weight", long),
-            ("rope_factors_short.weight", short),
+            ("rope_factors_long.weight", &lr.long),
+            ("rope_factors_short.weight", &lr.short),
         ] {
             w.add_tensor(
                 n,
@@ -329,6 +336,24 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
                 f.iter().flat_map(|x| x.to_le_bytes()).collect(),
             )?;
         }
+    }
+    // A tensor the mapping above never read (a bias, an extra norm) would silently change the
+    // model; refuse rather than write a file that computes something else.
+    let unused = ckpt.unused();
+    if !unused.is_empty() {
+        let shown: Vec<&str> = unused.iter().take(8).map(|s| s.as_str()).collect();
+        return Err(Error::Model(format!(
+            "{} holds {} tensor(s) that a {} model has no place for: {}{}",
+            dir.display(),
+            unused.len(),
+            cfg.kind.name(),
+            shown.join(", "),
+            if unused.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )));
     }
     pb.finish_and_clear();
     w.write_atomic(out)?;
