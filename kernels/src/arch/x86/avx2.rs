@@ -279,16 +279,60 @@ pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum as f32
 }
 
+// One block of each simple quant, FMA'd into the 8-lane accumulator as ggml's AVX2 kernels do;
+// the loops below and the AVX-512 kernels (for their odd last block) share them, so the order of
+// float operations is one and the same.
+
+/// One Q4_0 x Q8_0 block into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q4_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
+    let d = _mm256_set1_ps(hmul(x, y));
+    // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
+    let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
+    let s = dot_i8(_mm256_sub_epi8(qx, _mm256_set1_epi8(8)), qy);
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+}
+
+/// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q4_1(x: &[u8], y: &[u8], acc: __m256, mins: &mut f32) -> __m256 {
+    let d = _mm256_set1_ps(hmul(x, y));
+    *mins += hmul(&x[2..], &y[2..]);
+    // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
+    let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
+}
+
+/// One Q5_0 x Q8_0 block into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q5_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
+    let d = _mm256_set1_ps(hmul(x, y));
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
+    let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
+    let qx = _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), _mm256_set1_epi8(16));
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+}
+
+/// One Q8_0 x Q8_0 block into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
+    let d = _mm256_set1_ps(hmul(x, y));
+    // SAFETY: both blocks hold 32 quants at 2.
+    let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let eight = _mm256_set1_epi8(8);
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(hmul(x, y));
-        // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
-        let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
-        let s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+        // SAFETY: this fn has the features block_q4_0 needs; the chunks are whole blocks.
+        acc = unsafe { block_q4_0(x, y, acc) };
     }
     hsum_ps(acc)
 }
@@ -298,11 +342,8 @@ pub(super) unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
-        let d = _mm256_set1_ps(hmul(x, y));
-        mins += hmul(&x[2..], &y[2..]);
-        // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
-        let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc);
+        // SAFETY: this fn has the features block_q4_1 needs; the chunks are whole blocks.
+        acc = unsafe { block_q4_1(x, y, acc, &mut mins) };
     }
     hsum_ps(acc) + mins
 }
@@ -328,14 +369,9 @@ fn bits_to_0x10(qh: u32) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let sixteen = _mm256_set1_epi8(16);
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(hmul(x, y));
-        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-        // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
-        let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
-        let qx = _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), sixteen);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+        // SAFETY: this fn has the features block_q5_0 needs; the chunks are whole blocks.
+        acc = unsafe { block_q5_0(x, y, acc) };
     }
     hsum_ps(acc)
 }
@@ -344,32 +380,29 @@ pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let d = _mm256_set1_ps(hmul(x, y));
-        // SAFETY: both blocks hold 32 quants at 2.
-        let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+        // SAFETY: this fn has the features block_q8_0 needs; the chunks are whole blocks.
+        acc = unsafe { block_q8_0(x, y, acc) };
     }
     hsum_ps(acc)
 }
 
 #[inline]
-fn bsum(y: &[u8], k: usize) -> i32 {
+pub(super) fn bsum(y: &[u8], k: usize) -> i32 {
     i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
+    let mut acc_m = [0f32; 4];
     let m4 = _mm256_set1_epi8(0x0f);
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        let dy = f32_at(y);
-        let mut summ = 0i32;
+        let mut summ = [0i32; 4];
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
             let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
             let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
-            summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
+            summ[c] = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
                 + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
             // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; 64 quants at 4 + 64c of
             // the 292-byte Q8_K block.
@@ -386,26 +419,46 @@ pub(super) unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc1 as i16));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x) * dy), _mm256_cvtepi32_ps(sumi), acc);
-        mins += h2f(&x[2..]) * dy * summ as f32;
+        acc = q4_k_block_sums(x, y, sumi, summ, acc, &mut acc_m);
     }
-    hsum_ps(acc) - mins
+    q4_k_total(acc, acc_m)
+}
+
+/// One Q4_K super-block's float work as ggml's AVX2 kernel does it: the scaled integer lanes
+/// into `acc` and, per 64-element chunk, the min term into lane `c` of `acc_m` (both by FMA).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_k_block_sums(
+    x: &[u8],
+    y: &[u8],
+    sumi: __m256i,
+    summ: [i32; 4],
+    acc: __m256,
+    acc_m: &mut [f32; 4],
+) -> __m256 {
+    let dy = f32_at(y);
+    let dmin = -dy * h2f(&x[2..]);
+    for (m, s) in acc_m.iter_mut().zip(summ) {
+        *m = dmin.mul_add(s as f32, *m);
+    }
+    _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(x)), _mm256_cvtepi32_ps(sumi), acc)
+}
+
+/// The Q4_K dot product from its two accumulators, reduced in ggml's order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_k_total(acc: __m256, acc_m: [f32; 4]) -> f32 {
+    hsum_ps(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut corr = 0.0f32;
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
         let d = h2f(&x[208..]) * f32_at(y);
         let sc = |k: usize| x[192 + k] as i8 as i16;
-        // The stored levels are q + 32: subtract 32 * sum(scale * y) once per block.
-        let mut off = 0i32;
-        for k in 0..16 {
-            off += sc(k) as i32 * bsum(y, k);
-        }
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             // SAFETY: ql has 64 bytes at 64h, qh 32 bytes at 128 + 32h; the Q8_K block has 128
@@ -439,10 +492,25 @@ pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, p);
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        corr += d * (32 * off) as f32;
+        acc = q6_k_block_sums(x, y, d, sumi, acc);
     }
-    hsum_ps(acc) - corr
+    hsum_ps(acc)
+}
+
+/// One Q6_K super-block's float work as ggml's AVX2 kernel does it. The stored levels are
+/// q + 32, so lane `k` first loses 32 * (scale * y-sum) of sub-blocks 2k and 2k + 1 (integers),
+/// then the lanes go into `acc` by FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6_k_block_sums(x: &[u8], y: &[u8], d: f32, sumi: __m256i, acc: __m256) -> __m256 {
+    let sc = |k: usize| x[192 + k] as i8 as i32;
+    let corr: [i32; 8] = std::array::from_fn(|k| {
+        32 * (sc(2 * k) * bsum(y, 2 * k) + sc(2 * k + 1) * bsum(y, 2 * k + 1))
+    });
+    // SAFETY: `corr` is 8 i32s; loadu has no alignment requirement.
+    let corr = unsafe { _mm256_loadu_si256(corr.as_ptr() as *const __m256i) };
+    let lanes = _mm256_sub_epi32(sumi, corr);
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc)
 }
 
 /// Largest |x| of 32 floats at `x`.

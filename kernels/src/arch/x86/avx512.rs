@@ -47,13 +47,6 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// `da` in f32 lanes 0..8, `db` in 8..16.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn two_scales(da: f32, db: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(da), _mm512_set1_ps(db))
-}
-
 /// Sum of products of signed bytes, as 16 i32 lanes (4 per 128-bit lane).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -71,56 +64,87 @@ fn dot_u8_i8(x: __m512i, y: __m512i) -> __m512i {
     _mm512_madd_epi16(_mm512_maddubs_epi16(x, y), _mm512_set1_epi16(1))
 }
 
-/// Runs `pair` over blocks two at a time and the AVX2 kernel on an odd last block.
+/// The upper 256 bits of a 512-bit float vector.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn hi256(v: __m512) -> __m256 {
+    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+}
+
+/// Runs `pair` over blocks two at a time: it returns the two blocks' scales and their integer
+/// sums (as floats, block A in the low 256 bits), which go into the AVX2 kernels' 8-lane
+/// accumulator one block after the other, so the float arithmetic is the AVX2 kernels' (and
+/// ggml's) exactly; the integer work is what runs 512 bits wide. `one` adds an odd last block.
 macro_rules! paired_blocks {
-    ($w:ident, $a:ident, $wb:expr, $ab:expr, $tail:path, |$x:ident, $y:ident| $body:expr) => {{
-        let mut acc = _mm512_setzero_ps();
+    ($w:ident, $a:ident, $wb:expr, $ab:expr, $one:expr, |$x:ident, $y:ident| $pair:expr) => {{
+        let mut acc = _mm256_setzero_ps();
         let pairs = ($w.len() / $wb).min($a.len() / $ab) / 2;
         for ($x, $y) in $w.chunks_exact(2 * $wb).zip($a.chunks_exact(2 * $ab)) {
-            acc = $body(acc);
+            let (da, db, s): (f32, f32, __m512) = $pair;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(da), _mm512_castps512_ps256(s), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(db), hi256(s), acc);
         }
-        let mut sum = _mm512_reduce_add_ps(acc);
         let (wr, ar) = (&$w[2 * pairs * $wb..], &$a[2 * pairs * $ab..]);
-        if !wr.is_empty() {
-            // SAFETY: the caller of this fn has the AVX2 features too (a subset of ours).
-            sum += unsafe { $tail(32, wr, ar) };
+        if wr.len() >= $wb && ar.len() >= $ab {
+            acc = $one(wr, ar, acc);
         }
-        sum
+        avx2::hsum_ps(acc)
     }};
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let eight = _mm512_set1_epi8(8);
-    paired_blocks!(w, a, 18, 34, avx2::dot_q4_0_impl, |x, y| |acc| {
-        let d = two_scales(hmul(x, y), hmul(&x[18..], &y[34..]));
-        // SAFETY: each 18-byte block has 16 nibble bytes at 2; each 34-byte block 32 quants at 2.
-        let (qx, qy) = unsafe {
-            (
-                join(avx2::nibbles(&x[2..]), avx2::nibbles(&x[20..])),
-                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
-            )
-        };
-        let s = dot_i8(_mm512_sub_epi8(qx, eight), qy);
-        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc)
-    })
+    // SAFETY (tail): the caller of this fn has the AVX2 features too (a subset of ours).
+    paired_blocks!(
+        w,
+        a,
+        18,
+        34,
+        |x, y, acc| unsafe { avx2::block_q4_0(x, y, acc) },
+        |x, y| {
+            // SAFETY: each 18-byte block has 16 nibble bytes at 2; each 34-byte block 32 quants at 2.
+            let (qx, qy) = unsafe {
+                (
+                    join(avx2::nibbles(&x[2..]), avx2::nibbles(&x[20..])),
+                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                )
+            };
+            let s = dot_i8(_mm512_sub_epi8(qx, eight), qy);
+            (hmul(x, y), hmul(&x[18..], &y[34..]), _mm512_cvtepi32_ps(s))
+        }
+    )
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut mins = 0.0f32;
-    let s = paired_blocks!(w, a, 20, 36, avx2::dot_q4_1_impl, |x, y| |acc| {
-        let d = two_scales(hmul(x, y), hmul(&x[20..], &y[36..]));
-        mins += hmul(&x[2..], &y[2..]) + hmul(&x[22..], &y[38..]);
-        // SAFETY: each 20-byte block has 16 nibble bytes at 4; each 36-byte block 32 quants at 4.
-        let (qx, qy) = unsafe {
+    let s = paired_blocks!(
+        w,
+        a,
+        20,
+        36,
+        // SAFETY: the caller of this fn has the AVX2 features too (a subset of ours).
+        |x, y, acc| unsafe { avx2::block_q4_1(x, y, acc, &mut mins) },
+        |x, y| {
+            // Block by block, as the AVX2 kernel adds them.
+            mins += hmul(&x[2..], &y[2..]);
+            mins += hmul(&x[22..], &y[38..]);
+            // SAFETY: each 20-byte block has 16 nibble bytes at 4; each 36-byte block 32 quants
+            // at 4.
+            let (qx, qy) = unsafe {
+                (
+                    join(avx2::nibbles(&x[4..]), avx2::nibbles(&x[24..])),
+                    join(avx2::load32(&y[4..]), avx2::load32(&y[40..])),
+                )
+            };
             (
-                join(avx2::nibbles(&x[4..]), avx2::nibbles(&x[24..])),
-                join(avx2::load32(&y[4..]), avx2::load32(&y[40..])),
+                hmul(x, y),
+                hmul(&x[20..], &y[36..]),
+                _mm512_cvtepi32_ps(dot_u8_i8(qx, qy)),
             )
-        };
-        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
-    });
+        }
+    );
     s + mins
 }
 
@@ -128,37 +152,59 @@ unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let sixteen = _mm512_set1_epi8(16);
     let bit4 = _mm512_set1_epi8(0x10);
-    paired_blocks!(w, a, 22, 34, avx2::dot_q5_0_impl, |x, y| |acc| {
-        let d = two_scales(hmul(x, y), hmul(&x[22..], &y[34..]));
-        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]) as u64
-            | (u32::from_le_bytes([x[24], x[25], x[26], x[27]]) as u64) << 32;
-        // Byte i of the pair gets 0x10 when bit i of the two qh words is set.
-        let high = _mm512_maskz_mov_epi8(qh, bit4);
-        // SAFETY: each 22-byte block has 16 nibble bytes at 6; each 34-byte block 32 quants at 2.
-        let (qx, qy) = unsafe {
+    // SAFETY (tail): the caller of this fn has the AVX2 features too (a subset of ours).
+    paired_blocks!(
+        w,
+        a,
+        22,
+        34,
+        |x, y, acc| unsafe { avx2::block_q5_0(x, y, acc) },
+        |x, y| {
+            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]) as u64
+                | (u32::from_le_bytes([x[24], x[25], x[26], x[27]]) as u64) << 32;
+            // Byte i of the pair gets 0x10 when bit i of the two qh words is set.
+            let high = _mm512_maskz_mov_epi8(qh, bit4);
+            // SAFETY: each 22-byte block has 16 nibble bytes at 6; each 34-byte block 32 quants at 2.
+            let (qx, qy) = unsafe {
+                (
+                    join(avx2::nibbles(&x[6..]), avx2::nibbles(&x[28..])),
+                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                )
+            };
+            let qx = _mm512_sub_epi8(_mm512_or_si512(qx, high), sixteen);
             (
-                join(avx2::nibbles(&x[6..]), avx2::nibbles(&x[28..])),
-                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                hmul(x, y),
+                hmul(&x[22..], &y[34..]),
+                _mm512_cvtepi32_ps(dot_i8(qx, qy)),
             )
-        };
-        let qx = _mm512_sub_epi8(_mm512_or_si512(qx, high), sixteen);
-        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_i8(qx, qy)), acc)
-    })
+        }
+    )
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    paired_blocks!(w, a, 34, 34, avx2::dot_q8_0_impl, |x, y| |acc| {
-        let d = two_scales(hmul(x, y), hmul(&x[34..], &y[34..]));
-        // SAFETY: each 34-byte block has 32 quants at 2.
-        let (qx, qy) = unsafe {
+    // SAFETY (tail): the caller of this fn has the AVX2 features too (a subset of ours).
+    paired_blocks!(
+        w,
+        a,
+        34,
+        34,
+        |x, y, acc| unsafe { avx2::block_q8_0(x, y, acc) },
+        |x, y| {
+            // SAFETY: each 34-byte block has 32 quants at 2.
+            let (qx, qy) = unsafe {
+                (
+                    join(avx2::load32(&x[2..]), avx2::load32(&x[36..])),
+                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                )
+            };
             (
-                join(avx2::load32(&x[2..]), avx2::load32(&x[36..])),
-                join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                hmul(x, y),
+                hmul(&x[34..], &y[34..]),
+                _mm512_cvtepi32_ps(dot_i8(qx, qy)),
             )
-        };
-        _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot_i8(qx, qy)), acc)
-    })
+        }
+    )
 }
 
 #[inline]
@@ -184,17 +230,16 @@ fn two_i16(a: i16, b: i16) -> __m512i {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm512_setzero_ps();
-    let mut mins = 0.0f32;
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = [0f32; 4];
     let m4 = _mm256_set1_epi8(0x0f);
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        let dy = f32_at(y);
-        let mut summ = 0i32;
+        let mut summ = [0i32; 4];
         let mut sumi = _mm512_setzero_si512();
         for c in 0..4 {
             let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
             let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
-            summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
+            summ[c] = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
                 + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
             // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; the two sub-blocks'
             // 64 activation quants are contiguous at 4 + 64c of the 292-byte Q8_K block.
@@ -209,25 +254,25 @@ unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             );
             sumi = _mm512_add_epi32(sumi, p);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(x) * dy), _mm512_cvtepi32_ps(sumi), acc);
-        mins += h2f(&x[2..]) * dy * summ as f32;
+        // The two sub-blocks' integer lanes fold into the AVX2 kernel's 8 (exact integer
+        // sums), so the float work below is the AVX2 kernel's, and ggml's.
+        let folded = _mm256_add_epi32(
+            _mm512_castsi512_si256(sumi),
+            _mm512_extracti64x4_epi64::<1>(sumi),
+        );
+        acc = avx2::q4_k_block_sums(x, y, folded, summ, acc, &mut acc_m);
     }
-    _mm512_reduce_add_ps(acc) - mins
+    avx2::q4_k_total(acc, acc_m)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm512_setzero_ps();
-    let mut corr = 0.0f32;
+    let mut acc = _mm256_setzero_ps();
     let m4 = _mm512_set1_epi8(0x0f);
     let m2 = _mm512_set1_epi8(0x03);
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
         let d = h2f(&x[208..]) * f32_at(y);
         let sc = |k: usize| x[192 + k] as i8 as i16;
-        let mut off = 0i32;
-        for k in 0..16 {
-            off += sc(k) as i32 * bsum(y, k);
-        }
         // One i16 scale per 16 elements = per 128-bit lane.
         let pair = |k: usize| (sc(k) as u16 as u32 | (sc(k) as u16 as u32) << 16) as i32;
         let scales4 = |k: usize| {
@@ -256,8 +301,13 @@ unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
             let pb = _mm512_madd_epi16(_mm512_maddubs_epi16(qb, y1), scales4(8 * h + 4));
             sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(pa, pb));
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-        corr += d * (32 * off) as f32;
+        // Elements 64 apart share a lane of the AVX2 kernel: fold the halves (exact integer
+        // sums) and finish as it does, so the float work is ggml's.
+        let folded = _mm256_add_epi32(
+            _mm512_castsi512_si256(sumi),
+            _mm512_extracti64x4_epi64::<1>(sumi),
+        );
+        acc = avx2::q6_k_block_sums(x, y, d, folded, acc);
     }
-    _mm512_reduce_add_ps(acc) - corr
+    avx2::hsum_ps(acc)
 }
