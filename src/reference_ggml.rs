@@ -204,3 +204,15 @@ pub fn attention(
     };
     ctx.compute(out, 2)
 }
+
+/// `ggml_get_rows(w, ids)`: rows `ids` of `w` (`rows` rows of `cols` elements of type `wty`,
+/// raw bytes) dequantized to f32, as llama.cpp looks up token embeddings.
+pub fn get_rows(wty: sys::ggml_type, w: &[u8], rows: usize, cols: usize, ids: &[i32]) -> Vec<f32> {
+    let ctx = Ctx::new(w.len() + 8 * cols * ids.len() + 4 * ids.len());
+    let wt = ctx.tensor(wty, &[cols as i64, rows as i64], w);
+    let idx: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let it = ctx.tensor(sys::GGML_TYPE_I32, &[ids.len() as i64], &idx);
+    // SAFETY: both are live tensors of `ctx`; the ids are rows of `wt` (checked by the caller).
+    let out = unsafe { sys::ggml_get_rows(ctx.ptr(), wt, it) };
+    ctx.compute(out, 2)
+}

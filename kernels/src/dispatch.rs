@@ -104,6 +104,8 @@ pub struct Kernels {
     dot: [VecDotFn; NT],
     /// The order of a batched product where it differs from `dot` (see `dot::dot_gemm_fn`).
     dot_gemm: [Option<VecDotFn>; NT],
+    /// The order for weights of a multiple of 8 rows where it differs (see `dot::dot_rows8_fn`).
+    dot_rows8: [Option<(VecDotFn, VecDotFn)>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -176,6 +178,7 @@ fn build(path: KernelPath) -> Kernels {
         path,
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
         dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
+        dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -188,7 +191,12 @@ fn build(path: KernelPath) -> Kernels {
         // Only reached after cpu_supports() confirmed avx2 + fma + f16c (and, for Avx512,
         // avx512f + avx512bw + avx512vl).
         crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
-        crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_gemm);
+        crate::arch::x86::avx2::install_f32_ops(
+            &mut k.attend,
+            &mut k.silu_mul,
+            &mut k.dot_gemm,
+            &mut k.dot_rows8,
+        );
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -208,6 +216,9 @@ const BATCH_TILE: usize = 8;
 
 struct MatmulJob<'a> {
     dot: VecDotFn,
+    /// The kernel for activation rows from `gemm_rows` on (of this tile).
+    dot_tail: VecDotFn,
+    gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
     a: &'a [u8],
@@ -286,14 +297,21 @@ impl Kernels {
         let grain = (rows / (4 * threads)).max(min_rows);
         // A batch of two or more rows against a weight of a multiple of 4 rows is where ggml's
         // x86 build switches F32/F16 products to its GEMM (tinyBLAS) order; follow it there.
-        let dot = match self.dot_gemm[wty.index()] {
-            Some(gemm) if batch >= 2 && rows.is_multiple_of(4) => gemm,
-            _ => self.dot[wty.index()],
-        };
+        // Weights of a multiple of 8 rows are where it repacks Q4_0 and Q4_K into 8-row
+        // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
+        // at a time and a GEMV for the rest.
+        let (dot, dot_tail, gemm_rows) =
+            match (self.dot_gemm[wty.index()], self.dot_rows8[wty.index()]) {
+                (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => (gemm, gemm, batch),
+                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (gemm, gemv, batch & !3),
+                _ => (self.dot[wty.index()], self.dot[wty.index()], batch),
+            };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let bt = BATCH_TILE.min(batch - b0);
             let job = MatmulJob {
                 dot,
+                dot_tail,
+                gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
                 a: &a[b0 * a_row..(b0 + bt) * a_row],
@@ -388,10 +406,14 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         );
         return;
     }
-    let dot = job.dot;
     for r in 0..n {
         let wr = &job.w[(r0 + r) * job.w_row..][..job.w_row];
         for (b, p) in parts.iter_mut().enumerate().take(job.batch) {
+            let dot = if b < job.gemm_rows {
+                job.dot
+            } else {
+                job.dot_tail
+            };
             p[r] = dot(job.cols, wr, &job.a[b * job.a_row..][..job.a_row]);
         }
     }

@@ -68,18 +68,69 @@ fn dot_bf16(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     s as f32
 }
 
+/// The integer dot product of one Q4_0 block with one Q8_0 block.
+fn q4_0_isum(x: &[u8], y: &[u8]) -> i32 {
+    let mut sumi = 0i32;
+    for j in 0..16 {
+        let v0 = (x[2 + j] & 0x0f) as i32 - 8;
+        let v1 = (x[2 + j] >> 4) as i32 - 8;
+        sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
+    }
+    sumi
+}
+
 fn dot_q4_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let mut sumi = 0i32;
-        for j in 0..16 {
-            let v0 = (x[2 + j] & 0x0f) as i32 - 8;
-            let v1 = (x[2 + j] >> 4) as i32 - 8;
-            sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
-        }
-        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+        sumf += q4_0_isum(x, y) as f32 * f16_at(x) * f16_at(y);
     }
     sumf
+}
+
+/// The orders of ggml's repacked ("8x8") Q4_0 and Q4_K kernels, which llama.cpp's x86 build
+/// runs for weights whose row count is a multiple of 8: per row, one f32 FMA per block of the
+/// exact integer block sum times `d_weight * d_activation` (Q4_K: a second accumulator for the
+/// mins, subtracted at the end). Its GEMM, which takes activation rows four at a time, does the
+/// FMA per 64-element chunk of a Q4_K super-block; its GEMV, for the remaining rows, per
+/// super-block. Returned as (GEMM order, GEMV order); None for the other types.
+pub(crate) fn dot_rows8_fn(wty: GgmlType) -> Option<(VecDotFn, VecDotFn)> {
+    match wty {
+        GgmlType::Q4_0 => Some((dot_q4_0_rows8, dot_q4_0_rows8)),
+        GgmlType::Q4K => Some((dot_q4_k_rows8_gemm, dot_q4_k_rows8)),
+        _ => None,
+    }
+}
+
+fn dot_q4_k_rows8_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let (sumi, summ) = q4_k_chunk_isums(x, y);
+        let dy = f32_at(y);
+        for c in 0..4 {
+            acc = (sumi[c] as f32).mul_add(f16_at(x) * dy, acc);
+            acc_m = (summ[c] as f32).mul_add(f16_at(&x[2..]) * dy, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
+fn dot_q4_0_rows8(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        acc = (q4_0_isum(x, y) as f32).mul_add(f16_at(x) * f16_at(y), acc);
+    }
+    acc
+}
+
+fn dot_q4_k_rows8(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let (sumi, summ) = q4_k_isums(x, y);
+        let dy = f32_at(y);
+        acc = (sumi as f32).mul_add(f16_at(x) * dy, acc);
+        acc_m = (summ as f32).mul_add(f16_at(&x[2..]) * dy, acc_m);
+    }
+    acc - acc_m
 }
 
 fn dot_q4_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -146,26 +197,39 @@ fn q8k_bsum(y: &[u8], sub: usize) -> i32 {
     at(2 * sub) + at(2 * sub + 1)
 }
 
+/// The integer sums of one Q4_K super-block against one Q8_K block: scaled quants, and mins
+/// times the activation block sums.
+fn q4_k_isums(x: &[u8], y: &[u8]) -> (i32, i32) {
+    let (sumi, summ) = q4_k_chunk_isums(x, y);
+    (sumi.iter().sum(), summ.iter().sum())
+}
+
+/// [`q4_k_isums`] for each 64-element chunk of the super-block.
+fn q4_k_chunk_isums(x: &[u8], y: &[u8]) -> ([i32; 4], [i32; 4]) {
+    let scales = &x[4..16];
+    let qs = &x[16..];
+    let q8 = &y[4..4 + QK_K];
+    let mut sumi = [0i32; 4];
+    let mut summ = [0i32; 4];
+    for c in 0..4 {
+        let (sc0, m0) = scale_min_k4(2 * c, scales);
+        let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
+        let (mut s0, mut s1) = (0i32, 0i32);
+        for l in 0..32 {
+            let q = qs[32 * c + l];
+            s0 += (q & 0x0f) as i32 * (q8[64 * c + l] as i8) as i32;
+            s1 += (q >> 4) as i32 * (q8[64 * c + 32 + l] as i8) as i32;
+        }
+        sumi[c] = sc0 as i32 * s0 + sc1 as i32 * s1;
+        summ[c] = m0 as i32 * q8k_bsum(y, 2 * c) + m1 as i32 * q8k_bsum(y, 2 * c + 1);
+    }
+    (sumi, summ)
+}
+
 fn dot_q4_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        let scales = &x[4..16];
-        let qs = &x[16..];
-        let q8 = &y[4..4 + QK_K];
-        let mut sumi = 0i32;
-        let mut summ = 0i32;
-        for c in 0..4 {
-            let (sc0, m0) = scale_min_k4(2 * c, scales);
-            let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
-            let (mut s0, mut s1) = (0i32, 0i32);
-            for l in 0..32 {
-                let q = qs[32 * c + l];
-                s0 += (q & 0x0f) as i32 * (q8[64 * c + l] as i8) as i32;
-                s1 += (q >> 4) as i32 * (q8[64 * c + 32 + l] as i8) as i32;
-            }
-            sumi += sc0 as i32 * s0 + sc1 as i32 * s1;
-            summ += m0 as i32 * q8k_bsum(y, 2 * c) + m1 as i32 * q8k_bsum(y, 2 * c + 1);
-        }
+        let (sumi, summ) = q4_k_isums(x, y);
         let dy = f32_at(y);
         sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[2..]) * dy * summ as f32;
     }

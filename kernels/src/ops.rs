@@ -2,6 +2,8 @@
 //! (SiLU, tanh-GELU) and rotary position embedding. Reductions accumulate in f64 as ggml does,
 //! and SiLU uses ggml's vector `exp` (see `fp_order`), so results are ggml's bits.
 
+use std::sync::OnceLock;
+
 /// `out = x / sqrt(mean(x^2) + eps) * w`.
 ///
 /// # Panics
@@ -59,6 +61,19 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_COEF_A: f32 = 0.044715;
 
+/// GELU of an f16 value, rounded to f16: one entry of ggml's `ggml_table_gelu_f16`.
+fn gelu_f16_entry(bits: u16) -> u16 {
+    let h = half::f16::from_bits(bits).to_f32();
+    let g = 0.5 * h * (1.0 + (SQRT_2_OVER_PI * h * (1.0 + GELU_COEF_A * h * h)).tanh());
+    half::f16::from_f32(g).to_bits()
+}
+
+/// The 65536-entry table, built once on first use (128 KiB; a `tanh` per element otherwise).
+fn gelu_table() -> &'static [u16] {
+    static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(gelu_f16_entry).collect())
+}
+
 /// tanh-approximation GELU as ggml evaluates it on the CPU: through its f16 table, i.e. the input
 /// rounded to f16 and the result rounded to f16, with the tails |x| >= 10 taken exactly (0 or x).
 #[inline]
@@ -68,9 +83,8 @@ pub fn gelu_tanh(x: f32) -> f32 {
     } else if x >= 10.0 {
         x
     } else {
-        let h = half::f16::from_f32(x).to_f32();
-        let g = 0.5 * h * (1.0 + (SQRT_2_OVER_PI * h * (1.0 + GELU_COEF_A * h * h)).tanh());
-        half::f16::from_f32(g).to_f32()
+        let i = half::f16::from_f32(x).to_bits() as usize;
+        half::f16::from_bits(gelu_table()[i]).to_f32()
     }
 }
 
@@ -84,9 +98,17 @@ pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
         up.len(),
         "gelu_tanh_mul: gate and up lengths differ"
     );
+    let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {
         // ggml writes a plain +0 below -10 (not 0 * up, which may be -0).
-        *g = if *g <= -10.0 { 0.0 } else { gelu_tanh(*g) * u };
+        *g = if *g <= -10.0 {
+            0.0
+        } else if *g >= 10.0 {
+            *g * u
+        } else {
+            let i = half::f16::from_f32(*g).to_bits() as usize;
+            half::f16::from_bits(table[i]).to_f32() * u
+        };
     }
 }
 

@@ -181,6 +181,43 @@ fn matmul_matches_vec_dot() {
     }
 }
 
+/// Where a product follows one of ggml's fixed orders (batched F32/F16 products against weights of
+/// a multiple of 4 rows, Q4_0/Q4_K weights of a multiple of 8 rows, GEMM rows four at a time and
+/// the rest as single rows) every path computes exactly what the scalar twin computes.
+#[test]
+fn ordered_matmuls_match_scalar_exactly() {
+    let mut rng = Rng(17);
+    let scalar = select(Some(KernelPath::Scalar)).unwrap();
+    for k in paths() {
+        for wty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::F32, GgmlType::F16] {
+            let aty = wty.vec_dot_type();
+            let (rows, cols) = (64, 512);
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_row(&mut rng, wty, cols))
+                .collect();
+            let arb = aty.row_size(cols).unwrap();
+            for batch in [1usize, 2, 5, 8, 11] {
+                let mut a = vec![0u8; batch * arb];
+                for b in 0..batch {
+                    quant::quantize_row(aty, &rng.vec(cols, 1.0), &mut a[b * arb..(b + 1) * arb]);
+                }
+                let mut want = vec![f32::NAN; batch * rows];
+                scalar.matmul(wty, &w, rows, cols, &a, batch, &mut want);
+                let mut out = vec![f32::NAN; batch * rows];
+                k.matmul(wty, &w, rows, cols, &a, batch, &mut out);
+                for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        o.to_bits(),
+                        w.to_bits(),
+                        "{} matmul {wty} batch {batch} element {i}: {o} vs {w}",
+                        k.path()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Kernels::attend equals attend_scalar: bit for bit on F32 and F16 caches (every path keeps
 /// the twin's order, fp_order), within 1e-5 on Q8_0 (its dot kernels order block sums
 /// differently per path); for single queries and batched ones.

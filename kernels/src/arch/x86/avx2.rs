@@ -37,7 +37,10 @@ pub(crate) fn install_f32_ops(
     attend: &mut AttendFn,
     silu_mul: &mut fn(&mut [f32], &[f32]),
     dot_gemm: &mut [Option<VecDotFn>; 11],
+    dot_rows8: &mut [Option<(VecDotFn, VecDotFn)>; 11],
 ) {
+    dot_rows8[GgmlType::Q4_0.index()] = Some((dot_q4_0_rows8, dot_q4_0_rows8));
+    dot_rows8[GgmlType::Q4K.index()] = Some((dot_q4_k_rows8_gemm, dot_q4_k_rows8));
     *attend = attend_fma;
     *silu_mul = silu_mul_fma;
     dot_gemm[GgmlType::F32.index()] = Some(dot_f32_gemm);
@@ -129,6 +132,9 @@ safe_wrappers! {
     dot_f32 => dot_f32_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
     dot_f16 => dot_f16_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
     dot_q4_0 => dot_q4_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_0_rows8 => dot_q4_0_rows8_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_k_rows8 => dot_q4_k_rows8_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
+    dot_q4_k_rows8_gemm => dot_q4_k_rows8_gemm_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
     dot_q4_1 => dot_q4_1_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
     dot_q5_0 => dot_q5_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
     dot_q8_0 => dot_q8_0_impl(n: usize, w: &[u8], a: &[u8]) -> f32;
@@ -395,33 +401,108 @@ pub(super) fn bsum(y: &[u8], k: usize) -> i32 {
 pub(super) unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = [0f32; 4];
-    let m4 = _mm256_set1_epi8(0x0f);
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
-        let mut summ = [0i32; 4];
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
-            let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
-            summ[c] = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
-                + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
-            // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; 64 quants at 4 + 64c of
-            // the 292-byte Q8_K block.
-            let (q, y0, y1) = unsafe {
-                (
-                    load32(&x[16 + 32 * c..]),
-                    load32(&y[4 + 64 * c..]),
-                    load32(&y[36 + 64 * c..]),
-                )
-            };
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc0 as i16));
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc1 as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-        }
+        // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
+        let (sumi, summ) = unsafe { q4_k_isums(x, y) };
         acc = q4_k_block_sums(x, y, sumi, summ, acc, &mut acc_m);
     }
     q4_k_total(acc, acc_m)
+}
+
+/// [`q4_k_isums`] with the products summed per 64-element chunk (exact integers).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_chunk_isums(x: &[u8], y: &[u8]) -> ([i32; 4], [i32; 4]) {
+    let mut chunks = [0i32; 4];
+    // SAFETY: the caller has this fn's features, which q4_k_chunk does too.
+    let summ = unsafe { q4_k_isums_with(x, y, |c, p| chunks[c] = hsum_epi32(p)) };
+    (chunks, summ)
+}
+
+/// The integer work of one Q4_K super-block: the scaled quant products in 8 lanes (lane `l`
+/// holds elements 4l..4l+4 of every 32) and, per 64-element chunk, mins times block sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_isums(x: &[u8], y: &[u8]) -> (__m256i, [i32; 4]) {
+    let mut sumi = _mm256_setzero_si256();
+    // SAFETY: the caller has this fn's features.
+    let summ = unsafe { q4_k_isums_with(x, y, |_, p| sumi = _mm256_add_epi32(sumi, p)) };
+    (sumi, summ)
+}
+
+/// Runs over the four 64-element chunks of a Q4_K super-block, handing each chunk's scaled
+/// products (8 i32 lanes) to `chunk`; returns the per-chunk mins times block sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_isums_with(x: &[u8], y: &[u8], mut chunk: impl FnMut(usize, __m256i)) -> [i32; 4] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut summ = [0i32; 4];
+    for (c, sm) in summ.iter_mut().enumerate() {
+        let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
+        let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+        *sm = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
+            + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
+        // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; 64 quants at 4 + 64c of
+        // the 292-byte Q8_K block.
+        let (q, y0, y1) = unsafe {
+            (
+                load32(&x[16 + 32 * c..]),
+                load32(&y[4 + 64 * c..]),
+                load32(&y[36 + 64 * c..]),
+            )
+        };
+        let lo = _mm256_and_si256(q, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc0 as i16));
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc1 as i16));
+        chunk(c, _mm256_add_epi32(p0, p1));
+    }
+    summ
+}
+
+/// Q4_0 in the order of ggml's repacked kernels (`dot::dot_rows8_fn`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0_rows8_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = 0.0f32;
+    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+        // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
+        let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
+        let s = hsum_epi32(dot_i8(_mm256_sub_epi8(qx, eight), qy));
+        acc = (s as f32).mul_add(hmul(x, y), acc);
+    }
+    acc
+}
+
+/// Q4_K in the order of ggml's repacked GEMM (`dot::dot_rows8_fn`): an FMA per 64-element chunk.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_rows8_gemm_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
+        let (chunks, summ) = unsafe { q4_k_chunk_isums(x, y) };
+        let dy = f32_at(y);
+        for c in 0..4 {
+            acc = (chunks[c] as f32).mul_add(h2f(x) * dy, acc);
+            acc_m = (summ[c] as f32).mul_add(h2f(&x[2..]) * dy, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
+/// Q4_K in the order of ggml's repacked GEMV (`dot::dot_rows8_fn`): an FMA per super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k_rows8_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
+        let (sumi, summ) = unsafe { q4_k_isums(x, y) };
+        let dy = f32_at(y);
+        acc = (hsum_epi32(sumi) as f32).mul_add(h2f(x) * dy, acc);
+        let m: i32 = summ.iter().sum();
+        acc_m = (m as f32).mul_add(h2f(&x[2..]) * dy, acc_m);
+    }
+    acc - acc_m
 }
 
 /// One Q4_K super-block's float work as ggml's AVX2 kernel does it: the scaled integer lanes
