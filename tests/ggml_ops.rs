@@ -282,6 +282,12 @@ fn attention_matches_ggml_on_f32_and_f16_caches() {
         check_attention(ty, 64, 9, 3, 200, 3, 256, None);
         // Gemma 3 270M's shape: head 256, 4 query heads on one kv head.
         check_attention(ty, 256, 4, 1, 0, 6, 256, None);
+        if ty == GgmlType::F32 {
+            // Longer batches. With an F16 cache ggml parts from lckv here from the 15th query of
+            // a 20-token batch on (a known gap, not yet explained), so only F32 is claimed.
+            check_attention(ty, 256, 4, 1, 0, 20, 256, None);
+            check_attention(ty, 64, 9, 3, 0, 20, 256, None);
+        }
         // A head size with leftovers past the 32-element steps, no GQA.
         check_attention(ty, 80, 2, 2, 5, 6, 32, None);
         // Sliding windows that start inside a group of 8 and of 32.
@@ -318,7 +324,7 @@ fn quantized_products(cols: usize, rows: usize) {
         for (src, dst) in w.chunks(cols).zip(wb.chunks_mut(row)) {
             lckv_kernels::quant::quantize_row(ty, src, dst);
         }
-        for n in [1usize, 2, 5] {
+        for n in [1usize, 2, 5, 20] {
             let x = values(n * cols, 23 + n as u64, 3.0);
             let theirs = ggml::mul_mat(sys_ty, &wb, rows, cols, &x);
             for k in paths() {
