@@ -94,6 +94,7 @@ fn main() {
         "kernels: {}; pp{pp} / tg{tg}, median of {reps} alternating runs",
         lckv_kernels::kernels().path()
     );
+    println!("llama.cpp: {}", lckv::reference::system_info());
     println!("| model | threads | llama.cpp pp t/s | lckv pp t/s | pp ratio | llama.cpp tg t/s | lckv tg t/s | tg ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for f in &files {
@@ -112,6 +113,7 @@ fn main() {
                     n_threads: t as i32,
                     kv_f32: false,
                     flash_attn: false,
+                    tiled_kquant_gemm: true,
                 },
             )
             .unwrap();

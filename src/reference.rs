@@ -24,6 +24,11 @@ pub struct RefOptions {
     pub kv_f32: bool,
     /// llama.cpp's flash-attention kernels (a different summation order).
     pub flash_attn: bool,
+    /// ggml's tiled GEMM for K-quant weights, which it takes for batches of 8 rows or more (a
+    /// newer, optional path with its own summation order; `GGML_CPU_TILED_MM`). Off for the
+    /// parity tests, whose claim is bit equality with ggml's stock kernels; on for speed
+    /// comparisons. The setting is read once per process, by the first llama.cpp context.
+    pub tiled_kquant_gemm: bool,
 }
 
 impl Default for RefOptions {
@@ -33,8 +38,32 @@ impl Default for RefOptions {
             n_threads: 0,
             kv_f32: true,
             flash_attn: false,
+            tiled_kquant_gemm: false,
         }
     }
+}
+
+/// Asks ggml for its stock K-quant matrix kernels (`GGML_CPU_TILED_MM=0`) unless the
+/// environment already says; see [`RefOptions::tiled_kquant_gemm`].
+pub fn stock_kquant_gemm() {
+    if std::env::var_os("GGML_CPU_TILED_MM").is_none() {
+        std::env::set_var("GGML_CPU_TILED_MM", "0");
+    }
+}
+
+/// llama.cpp's own summary of the CPU features its ggml build uses (`llama_print_system_info`).
+pub fn system_info() -> String {
+    init_backend();
+    // SAFETY: returns a pointer to a static NUL-terminated string owned by llama.cpp.
+    let p = unsafe { sys::llama_print_system_info() };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null and NUL-terminated, as above; copied out at once.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
 }
 
 /// A llama.cpp model and context on one sequence (seq id 0). Not `Send`: llama.cpp contexts
@@ -108,6 +137,9 @@ impl Drop for Batch {
 impl LlamaCpp {
     /// Loads `path` on the CPU with a fresh context. Errors name the file and what failed.
     pub fn load(path: &Path, opts: &RefOptions) -> Result<LlamaCpp, String> {
+        if !opts.tiled_kquant_gemm {
+            stock_kquant_gemm();
+        }
         init_backend();
         if !path.is_file() {
             return Err(format!("{}: no such model file", path.display()));

@@ -13,6 +13,7 @@ struct Ctx(NonNull<sys::ggml_context>);
 
 impl Ctx {
     fn new(bytes: usize) -> Ctx {
+        crate::reference::stock_kquant_gemm();
         let params = sys::ggml_init_params {
             // Room for the graph object (about 1 MiB at the default size) besides the tensors.
             mem_size: bytes + (4 << 20),

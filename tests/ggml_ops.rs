@@ -298,13 +298,13 @@ fn attention_matches_ggml_on_f32_and_f16_caches() {
 
 /// Quantized weights against activations quantized on the fly, one row and batched (where ggml
 /// may take llamafile's quantized GEMM): lckv's x86 dot kernels against ggml's `mul_mat` bit for
-/// bit, the portable twins within 1e-5 of the largest output. Row counts are multiples of 4 but
-/// not of 8: a plain ggml context runs these orders for any row count, while a llama.cpp model
-/// repacks Q4_0/Q4_K weights of a multiple of 8 rows into kernels of another order, which lckv
-/// follows there and which the model parity tests (tests/parity_llamacpp.rs) check.
+/// bit, the portable twins within 1e-5 of the largest output. A llama.cpp model repacks Q4_0/Q4_K
+/// weights of a multiple of 8 rows into kernels of another order, which lckv follows there and
+/// which a plain ggml context does not run: those are held to 1e-5 here and checked bit for bit
+/// by the model parity tests (tests/parity_llamacpp.rs).
 #[test]
 fn quantized_matrix_products_match_ggml() {
-    for (cols, rows) in [(512usize, 60usize), (256, 12), (1024, 36)] {
+    for (cols, rows) in [(512usize, 60usize), (256, 12), (1024, 36), (512, 64)] {
         quantized_products(cols, rows);
     }
 }
@@ -324,9 +324,11 @@ fn quantized_products(cols: usize, rows: usize) {
         for (src, dst) in w.chunks(cols).zip(wb.chunks_mut(row)) {
             lckv_kernels::quant::quantize_row(ty, src, dst);
         }
-        for n in [1usize, 2, 5, 20] {
-            let x = values(n * cols, 23 + n as u64, 3.0);
-            let theirs = ggml::mul_mat(sys_ty, &wb, rows, cols, &x);
+        // One set of activation rows, its first n taken for each batch size.
+        let all = values(20 * cols, 23, 3.0);
+        for n in [1usize, 2, 5, 8, 19, 20] {
+            let x = &all[..n * cols];
+            let theirs = ggml::mul_mat(sys_ty, &wb, rows, cols, x);
             for k in paths() {
                 let aty = ty.vec_dot_type();
                 let mut xq = vec![0u8; n * aty.row_size(cols).unwrap()];
@@ -338,16 +340,20 @@ fn quantized_products(cols: usize, rows: usize) {
                 }
                 let mut ours = vec![0f32; n * rows];
                 k.matmul(ty, &wb, rows, cols, &xq, n, &mut ours);
-                let bad = ours
-                    .iter()
-                    .zip(&theirs)
-                    .filter(|(a, b)| a.to_bits() != b.to_bits())
-                    .count();
-                eprintln!(
-                    "mul_mat {ty} n={n} {}: {bad} of {} differ",
-                    k.path(),
-                    ours.len()
-                );
+                let what = format!("mul_mat {ty} {rows}x{cols} n={n} {}", k.path());
+                // Q4_0/Q4_K weights of a multiple of 8 rows take the repacked order (which a
+                // plain ggml context does not run); the model parity tests check those.
+                let repacked = rows % 8 == 0 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K);
+                let x86 = matches!(k.path(), KernelPath::Avx2 | KernelPath::Avx512);
+                if x86 && !repacked {
+                    assert_bits(&what, &ours, &theirs);
+                } else {
+                    // The portable twins add block sums in ggml's generic order instead.
+                    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    for (a, b) in ours.iter().zip(&theirs) {
+                        assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs {b}");
+                    }
+                }
             }
         }
     }

@@ -96,6 +96,7 @@ fn compare(rel: &str, tol: f32, allow_ties: bool) -> f32 {
             n_threads: 2,
             kv_f32: true,
             flash_attn: false,
+            tiled_kquant_gemm: false,
         },
     )
     .unwrap();
@@ -169,11 +170,8 @@ fn smollm2_q4_1_matches_llamacpp() {
 
 #[test]
 fn gemma3_q4_k_m_matches_llamacpp() {
-    // A known gap: bit for bit for prompts of up to 7 tokens, but from a batch of 8 tokens on
-    // llama.cpp's logits part from lckv's at the third position (the random Gemma 3 models and
-    // the other files stay exact), so here the tolerance applies on every path. Measured 6.3e-2
-    // (on the code prompt); Gemma's 262k-token head amplifies the last-bit difference.
-    compare("gemma-3-270m-Q4_K_M.gguf", 8e-2, true);
+    // Off x86: Gemma's post-norms and 262k-token head amplify last-bit noise (measured 7.0e-2).
+    check("gemma-3-270m-Q4_K_M.gguf", 8e-2);
 }
 
 #[test]
@@ -266,6 +264,7 @@ fn perplexity_matches_llamacpp() {
             n_threads: 2,
             kv_f32: false,
             flash_attn: false,
+            tiled_kquant_gemm: false,
         },
     )
     .unwrap();
@@ -345,6 +344,7 @@ fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
                 n_threads: 2,
                 kv_f32: true,
                 flash_attn: false,
+                tiled_kquant_gemm: false,
             },
         )
         .unwrap();
@@ -424,6 +424,7 @@ fn converted_phi3_checkpoint_matches_llamacpp_and_pytorch() {
                     n_threads: 2,
                     kv_f32: true,
                     flash_attn: false,
+                    tiled_kquant_gemm: false,
                 },
             )
             .unwrap();
