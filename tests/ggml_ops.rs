@@ -343,7 +343,8 @@ fn quantized_products(cols: usize, rows: usize) {
                 let what = format!("mul_mat {ty} {rows}x{cols} n={n} {}", k.path());
                 // Q4_0/Q4_K weights of a multiple of 8 rows take the repacked order (which a
                 // plain ggml context does not run); the model parity tests check those.
-                let repacked = rows % 8 == 0 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K);
+                let repacked =
+                    rows.is_multiple_of(8) && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K);
                 let x86 = matches!(k.path(), KernelPath::Avx2 | KernelPath::Avx512);
                 if x86 && !repacked {
                     assert_bits(&what, &ours, &theirs);
