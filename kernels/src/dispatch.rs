@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::VecDotFn;
+use crate::dot::{Dot4Fn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -106,6 +106,8 @@ pub struct Kernels {
     dot_gemm: [Option<VecDotFn>; NT],
     /// The order for weights of a multiple of 8 rows where it differs (see `dot::dot_rows8_fn`).
     dot_rows8: [Option<(VecDotFn, VecDotFn)>; NT],
+    /// Four-row versions of `dot` (same order per row), where a path has them.
+    dot4: [Option<Dot4Fn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -179,6 +181,7 @@ fn build(path: KernelPath) -> Kernels {
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
         dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
         dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
+        dot4: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -197,6 +200,7 @@ fn build(path: KernelPath) -> Kernels {
             &mut k.dot_gemm,
             &mut k.dot_rows8,
         );
+        crate::arch::x86::avx2::install_dot4(&mut k.dot4);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -218,6 +222,8 @@ struct MatmulJob<'a> {
     dot: VecDotFn,
     /// The kernel for activation rows from `gemm_rows` on (of this tile).
     dot_tail: VecDotFn,
+    /// `dot` four weight rows at a time, where the path has it (only with `dot == dot_tail`).
+    dot4: Option<Dot4Fn>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -300,17 +306,23 @@ impl Kernels {
         // Weights of a multiple of 8 rows are where it repacks Q4_0 and Q4_K into 8-row
         // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
         // at a time and a GEMV for the rest.
-        let (dot, dot_tail, gemm_rows) =
+        let (dot, dot_tail, gemm_rows, dot4) =
             match (self.dot_gemm[wty.index()], self.dot_rows8[wty.index()]) {
-                (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => (gemm, gemm, batch),
-                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (gemm, gemv, batch & !3),
-                _ => (self.dot[wty.index()], self.dot[wty.index()], batch),
+                (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
+                    (gemm, gemm, batch, None)
+                }
+                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (gemm, gemv, batch & !3, None),
+                _ => {
+                    let d = self.dot[wty.index()];
+                    (d, d, batch, self.dot4[wty.index()])
+                }
             };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let bt = BATCH_TILE.min(batch - b0);
             let job = MatmulJob {
                 dot,
                 dot_tail,
+                dot4,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
@@ -406,7 +418,18 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         );
         return;
     }
-    for r in 0..n {
+    let mut done = 0;
+    if let Some(dot4) = job.dot4 {
+        while done + 4 <= n {
+            let w4 = &job.w[(r0 + done) * job.w_row..][..4 * job.w_row];
+            for (b, p) in parts.iter_mut().enumerate().take(job.batch) {
+                let o = dot4(w4, job.w_row, &job.a[b * job.a_row..][..job.a_row]);
+                p[done..done + 4].copy_from_slice(&o);
+            }
+            done += 4;
+        }
+    }
+    for r in done..n {
         let wr = &job.w[(r0 + r) * job.w_row..][..job.w_row];
         for (b, p) in parts.iter_mut().enumerate().take(job.batch) {
             let dot = if b < job.gemm_rows {

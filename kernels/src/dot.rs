@@ -9,6 +9,10 @@ use half::bf16;
 /// A dot product kernel for one weight type: `n` elements, weight row bytes, activation row bytes.
 pub(crate) type VecDotFn = fn(usize, &[u8], &[u8]) -> f32;
 
+/// Four consecutive weight rows (the second argument: bytes per row) against one activation row,
+/// each exactly as the type's [`VecDotFn`] computes it.
+pub(crate) type Dot4Fn = fn(&[u8], usize, &[u8]) -> [f32; 4];
+
 /// Dot product of `n` elements: weight row `w` of type `wty` and activation row `a` of type
 /// `wty.vec_dot_type()`.
 ///

@@ -9,7 +9,7 @@
 //! avx2, fma and f16c; the safe wrappers rely on that.
 
 use crate::attention::{attend_with, AttendFn, AttnFns};
-use crate::dot::VecDotFn;
+use crate::dot::{Dot4Fn, VecDotFn};
 use crate::formats::{GgmlType, QK_K};
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, QuantFn};
 use crate::{AttnScratch, KvLayout};
@@ -331,6 +331,103 @@ pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
     // SAFETY: both blocks hold 32 quants at 2.
     let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
     _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+}
+
+/// Four consecutive weight rows (`w_row` bytes apart) against one activation row, each row's
+/// float work in exactly the order of the one-row kernel: the four FMA chains are independent,
+/// so the CPU overlaps their latency instead of waiting on one chain per row.
+#[inline(always)]
+unsafe fn dot4_with(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    (wb, ab): (usize, usize),
+    has_mins: bool,
+    step: impl Fn(&[u8], &[u8], __m256, &mut f32) -> __m256,
+) -> [f32; 4] {
+    let nb = a.len() / ab;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0f32; 4];
+    for i in 0..nb {
+        let y = &a[i * ab..][..ab];
+        for (r, (acc, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+            *acc = step(&w[r * w_row + i * wb..][..wb], y, *acc, m);
+        }
+    }
+    // SAFETY: the callers carry the avx2/fma/f16c features hsum_ps needs.
+    std::array::from_fn(|r| {
+        let s = unsafe { hsum_ps(acc[r]) };
+        if has_mins {
+            s + mins[r]
+        } else {
+            s
+        }
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: this fn has the features the block kernel needs; the slices are whole blocks.
+    unsafe {
+        dot4_with(w, w_row, a, (18, 34), false, |x, y, acc, _| {
+            block_q4_0(x, y, acc)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_1_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: as dot4_q4_0_impl.
+    unsafe {
+        dot4_with(w, w_row, a, (20, 36), true, |x, y, acc, m| {
+            block_q4_1(x, y, acc, m)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q5_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: as dot4_q4_0_impl.
+    unsafe {
+        dot4_with(w, w_row, a, (22, 34), false, |x, y, acc, _| {
+            block_q5_0(x, y, acc)
+        })
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q8_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: as dot4_q4_0_impl.
+    unsafe {
+        dot4_with(w, w_row, a, (34, 34), false, |x, y, acc, _| {
+            block_q8_0(x, y, acc)
+        })
+    }
+}
+
+macro_rules! safe_dot4 {
+    ($($name:ident => $imp:ident;)*) => {$(
+        fn $name(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+            // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+            unsafe { $imp(w, w_row, a) }
+        }
+    )*};
+}
+
+safe_dot4! {
+    dot4_q4_0 => dot4_q4_0_impl;
+    dot4_q4_1 => dot4_q4_1_impl;
+    dot4_q5_0 => dot4_q5_0_impl;
+    dot4_q8_0 => dot4_q8_0_impl;
+}
+
+/// The four-row kernels of this file (the AVX-512 path installs them too: their float work is
+/// the same as its own one-row kernels', and four chains hide the FMA latency that pairing does).
+pub(crate) fn install_dot4(dot4: &mut [Option<Dot4Fn>; 11]) {
+    dot4[GgmlType::Q4_0.index()] = Some(dot4_q4_0);
+    dot4[GgmlType::Q4_1.index()] = Some(dot4_q4_1);
+    dot4[GgmlType::Q5_0.index()] = Some(dot4_q5_0);
+    dot4[GgmlType::Q8_0.index()] = Some(dot4_q8_0);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
