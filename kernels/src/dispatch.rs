@@ -108,6 +108,8 @@ pub struct Kernels {
     dot_rows8: [Option<(VecDotFn, VecDotFn)>; NT],
     /// Four-row versions of `dot` (same order per row), where a path has them.
     dot4: [Option<Dot4Fn>; NT],
+    /// Four-row versions of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
+    dot4_rows8: [Option<Dot4Fn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -182,6 +184,7 @@ fn build(path: KernelPath) -> Kernels {
         dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
         dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
         dot4: [None; NT],
+        dot4_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -200,7 +203,7 @@ fn build(path: KernelPath) -> Kernels {
             &mut k.dot_gemm,
             &mut k.dot_rows8,
         );
-        crate::arch::x86::avx2::install_dot4(&mut k.dot4);
+        crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -222,7 +225,8 @@ struct MatmulJob<'a> {
     dot: VecDotFn,
     /// The kernel for activation rows from `gemm_rows` on (of this tile).
     dot_tail: VecDotFn,
-    /// `dot` four weight rows at a time, where the path has it (only with `dot == dot_tail`).
+    /// Four weight rows at a time, where the path has it; only where `dot` and `dot_tail` compute
+    /// in the same order.
     dot4: Option<Dot4Fn>,
     gemm_rows: usize,
     w: &'a [u8],

@@ -421,9 +421,49 @@ safe_dot4! {
     dot4_q8_0 => dot4_q8_0_impl;
 }
 
+/// Q4_0 in the repacked kernels' order (`dot::dot_rows8_fn`), four rows at a time: the four
+/// rows' integer block sums reduce together and each row's chain is one lane of a vector FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_0_rows8_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = _mm_setzero_ps();
+    for (i, y) in a.chunks_exact(34).enumerate() {
+        // SAFETY: the Q8_0 block holds 32 quants at 2.
+        let qy = unsafe { load32(&y[2..]) };
+        let dy = h2f(y);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut d = [0f32; 4];
+        for (r, (s, d)) in s.iter_mut().zip(d.iter_mut()).enumerate() {
+            let x = &w[r * w_row + i * 18..][..18];
+            // SAFETY: the block holds 16 nibble bytes at 2.
+            let qx = unsafe { nibbles(&x[2..]) };
+            *s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
+            *d = h2f(x) * dy;
+        }
+        // Exact integer sums of each row's 8 lanes, row r in lane r.
+        let h01 = _mm256_hadd_epi32(s[0], s[1]);
+        let h23 = _mm256_hadd_epi32(s[2], s[3]);
+        let h = _mm256_hadd_epi32(h01, h23);
+        let sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+        // SAFETY: `d` is four f32s; loadu has no alignment requirement.
+        let dv = unsafe { _mm_loadu_ps(d.as_ptr()) };
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sums), dv, acc);
+    }
+    let mut out = [0f32; 4];
+    // SAFETY: `out` is four f32s.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+fn dot4_q4_0_rows8(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+    unsafe { dot4_q4_0_rows8_impl(w, w_row, a) }
+}
+
 /// The four-row kernels of this file (the AVX-512 path installs them too: their float work is
 /// the same as its own one-row kernels', and four chains hide the FMA latency that pairing does).
-pub(crate) fn install_dot4(dot4: &mut [Option<Dot4Fn>; 11]) {
+pub(crate) fn install_dot4(dot4: &mut [Option<Dot4Fn>; 11], dot4_rows8: &mut [Option<Dot4Fn>; 11]) {
+    dot4_rows8[GgmlType::Q4_0.index()] = Some(dot4_q4_0_rows8);
     dot4[GgmlType::Q4_0.index()] = Some(dot4_q4_0);
     dot4[GgmlType::Q4_1.index()] = Some(dot4_q4_1);
     dot4[GgmlType::Q5_0.index()] = Some(dot4_q5_0);
