@@ -98,17 +98,9 @@ pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
         up.len(),
         "gelu_tanh_mul: gate and up lengths differ"
     );
-    let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {
         // ggml writes a plain +0 below -10 (not 0 * up, which may be -0).
-        *g = if *g <= -10.0 {
-            0.0
-        } else if *g >= 10.0 {
-            *g * u
-        } else {
-            let i = half::f16::from_f32(*g).to_bits() as usize;
-            half::f16::from_bits(table[i]).to_f32() * u
-        };
+        *g = if *g <= -10.0 { 0.0 } else { gelu_tanh(*g) * u };
     }
 }
 
