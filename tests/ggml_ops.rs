@@ -102,6 +102,11 @@ fn f32_and_f16_matrix_products_match_ggml() {
         (576, 7, 2),
         (100, 5, 4),
         (33, 3, 1),
+        // Row counts of a multiple of 4 with a batch: ggml's batched (tinyBLAS) order.
+        (576, 8, 3),
+        (64, 12, 9),
+        (100, 8, 3),
+        (36, 4, 2),
     ] {
         let w = values(rows * cols, 3 * cols as u64, 1.0);
         let x = values(n * cols, 5 * cols as u64, 3.0);
@@ -119,14 +124,13 @@ fn f32_and_f16_matrix_products_match_ggml() {
             let theirs = ggml::mul_mat(sys_ty, &wb, rows, cols, &x);
             for k in paths() {
                 let row = ty.row_size(cols).unwrap();
-                let mut xq = vec![0u8; row];
-                let mut ours = vec![0f32; n * rows];
-                for (b, xr) in x.chunks(cols).enumerate() {
-                    k.quantize_row(ty, xr, &mut xq);
-                    for r in 0..rows {
-                        ours[b * rows + r] = k.vec_dot(ty, cols, &wb[r * row..][..row], &xq);
-                    }
+                let mut xq = vec![0u8; n * row];
+                for (xr, q) in x.chunks(cols).zip(xq.chunks_mut(row)) {
+                    k.quantize_row(ty, xr, q);
                 }
+                // matmul picks the order (single-row dot or batched) as the forward pass does.
+                let mut ours = vec![0f32; n * rows];
+                k.matmul(ty, &wb, rows, cols, &xq, n, &mut ours);
                 assert_bits(
                     &format!("mul_mat {ty} {cols}x{rows} {}", k.path()),
                     &ours,

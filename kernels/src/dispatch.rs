@@ -104,6 +104,8 @@ pub struct Kernels {
     dot: [VecDotFn; NT],
     /// The order of a batched product where it differs from `dot` (see `dot::dot_gemm_fn`).
     dot_gemm: [Option<VecDotFn>; NT],
+    /// Four-row versions of `dot_gemm` (same order per row), where a path has them.
+    dot4_gemm: [Option<Dot4Fn>; NT],
     /// The order for weights of a multiple of 8 rows where it differs (see `dot::dot_rows8_fn`).
     dot_rows8: [Option<(VecDotFn, VecDotFn)>; NT],
     /// Four-row versions of `dot` (same order per row), where a path has them.
@@ -183,6 +185,7 @@ fn build(path: KernelPath) -> Kernels {
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
         dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
         dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
+        dot4_gemm: [None; NT],
         dot4: [None; NT],
         dot4_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
@@ -197,12 +200,8 @@ fn build(path: KernelPath) -> Kernels {
         // Only reached after cpu_supports() confirmed avx2 + fma + f16c (and, for Avx512,
         // avx512f + avx512bw + avx512vl).
         crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
-        crate::arch::x86::avx2::install_f32_ops(
-            &mut k.attend,
-            &mut k.silu_mul,
-            &mut k.dot_gemm,
-            &mut k.dot_rows8,
-        );
+        crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_rows8);
+        crate::arch::x86::fp_gemm::install(&mut k.dot_gemm, &mut k.dot4_gemm);
         crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
@@ -214,6 +213,12 @@ fn build(path: KernelPath) -> Kernels {
         KernelPath::Neon => crate::arch::arm::neon::install_neon(&mut k.dot),
         KernelPath::Dotprod => crate::arch::arm::neon::install_dotprod(&mut k.dot),
         _ => {}
+    }
+    // ARM's tinyBLAS order is not x86's (parity there has tolerances): batched F32 products use
+    // the vector dot rather than the scalar statement of the x86 order.
+    #[cfg(target_arch = "aarch64")]
+    if matches!(path, KernelPath::Neon | KernelPath::Dotprod) {
+        k.dot_gemm[GgmlType::F32.index()] = None;
     }
     k
 }
@@ -313,7 +318,7 @@ impl Kernels {
         let (dot, dot_tail, gemm_rows, dot4) =
             match (self.dot_gemm[wty.index()], self.dot_rows8[wty.index()]) {
                 (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
-                    (gemm, gemm, batch, None)
+                    (gemm, gemm, batch, self.dot4_gemm[wty.index()])
                 }
                 (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (gemm, gemv, batch & !3, None),
                 _ => {

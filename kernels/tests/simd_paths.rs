@@ -189,9 +189,17 @@ fn ordered_matmuls_match_scalar_exactly() {
     let mut rng = Rng(17);
     let scalar = select(Some(KernelPath::Scalar)).unwrap();
     for k in paths() {
-        for wty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::F32, GgmlType::F16] {
+        for (wty, cols) in [
+            (GgmlType::Q4_0, 512),
+            (GgmlType::Q4K, 512),
+            (GgmlType::F32, 512),
+            (GgmlType::F16, 512),
+            // A length with a tail of 3 (elements past the last 8 go to lanes 0..3 in order).
+            (GgmlType::F32, 523),
+            (GgmlType::F16, 523),
+        ] {
             let aty = wty.vec_dot_type();
-            let (rows, cols) = (64, 512);
+            let rows = 64;
             let w: Vec<u8> = (0..rows)
                 .flat_map(|_| random_row(&mut rng, wty, cols))
                 .collect();

@@ -36,35 +36,12 @@ pub(crate) fn install(dot: &mut [VecDotFn; 11], quant: &mut [QuantFn; 11]) {
 pub(crate) fn install_f32_ops(
     attend: &mut AttendFn,
     silu_mul: &mut fn(&mut [f32], &[f32]),
-    dot_gemm: &mut [Option<VecDotFn>; 11],
     dot_rows8: &mut [Option<(VecDotFn, VecDotFn)>; 11],
 ) {
     dot_rows8[GgmlType::Q4_0.index()] = Some((dot_q4_0_rows8, dot_q4_0_rows8));
     dot_rows8[GgmlType::Q4K.index()] = Some((dot_q4_k_rows8_gemm, dot_q4_k_rows8));
     *attend = attend_fma;
     *silu_mul = silu_mul_fma;
-    dot_gemm[GgmlType::F32.index()] = Some(dot_f32_gemm);
-    dot_gemm[GgmlType::F16.index()] = Some(dot_f16_gemm);
-}
-
-fn dot_f32_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
-    unsafe { dot_f32_gemm_impl(w, a) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f32_gemm_impl(w: &[u8], a: &[u8]) -> f32 {
-    crate::fp_order::dot_f32_gemm_bytes(w, a)
-}
-
-fn dot_f16_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
-    unsafe { dot_f16_gemm_impl(w, a) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16_gemm_impl(w: &[u8], a: &[u8]) -> f32 {
-    crate::fp_order::dot_f16_gemm_bytes(w, a)
 }
 
 #[allow(clippy::too_many_arguments)]
