@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::{Dot4Fn, VecDotFn};
+use crate::dot::{Dot4Fn, Tile8Fn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -112,6 +112,8 @@ pub struct Kernels {
     dot4: [Option<Dot4Fn>; NT],
     /// Four-row versions of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
     dot4_rows8: [Option<Dot4Fn>; NT],
+    /// Eight-row, four-token tiles of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
+    tile8_rows8: [Option<Tile8Fn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -188,6 +190,7 @@ fn build(path: KernelPath) -> Kernels {
         dot4_gemm: [None; NT],
         dot4: [None; NT],
         dot4_rows8: [None; NT],
+        tile8_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -203,6 +206,7 @@ fn build(path: KernelPath) -> Kernels {
         crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_rows8);
         crate::arch::x86::fp_gemm::install(&mut k.dot_gemm, &mut k.dot4_gemm);
         crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
+        crate::arch::x86::tile::install(&mut k.tile8_rows8);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -233,6 +237,8 @@ struct MatmulJob<'a> {
     /// Four weight rows at a time, where the path has it; only where `dot` and `dot_tail` compute
     /// in the same order.
     dot4: Option<Dot4Fn>,
+    /// Eight weight rows by four activation rows at a time, under the same condition.
+    tile8: Option<Tile8Fn>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -315,23 +321,31 @@ impl Kernels {
         // Weights of a multiple of 8 rows are where it repacks Q4_0 and Q4_K into 8-row
         // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
         // at a time and a GEMV for the rest.
-        let (dot, dot_tail, gemm_rows, dot4) =
-            match (self.dot_gemm[wty.index()], self.dot_rows8[wty.index()]) {
-                (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
-                    (gemm, gemm, batch, self.dot4_gemm[wty.index()])
-                }
-                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (gemm, gemv, batch & !3, None),
-                _ => {
-                    let d = self.dot[wty.index()];
-                    (d, d, batch, self.dot4[wty.index()])
-                }
-            };
+        let t = wty.index();
+        let (dot, dot_tail, gemm_rows, dot4, tile8) = match (self.dot_gemm[t], self.dot_rows8[t]) {
+            (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
+                (gemm, gemm, batch, self.dot4_gemm[t], None)
+            }
+            // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
+            (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (
+                gemm,
+                gemv,
+                batch & !3,
+                self.dot4_rows8[t],
+                self.tile8_rows8[t],
+            ),
+            _ => {
+                let d = self.dot[t];
+                (d, d, batch, self.dot4[t], None)
+            }
+        };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let bt = BATCH_TILE.min(batch - b0);
             let job = MatmulJob {
                 dot,
                 dot_tail,
                 dot4,
+                tile8,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
@@ -414,7 +428,8 @@ impl Kernels {
 /// exactly these rows. Splits in halves with `rayon::join` down to `grain` rows.
 fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BATCH_TILE]) {
     if n > job.grain {
-        let mid = n / 2;
+        // Halves of a multiple of 8 rows where possible, so that the tiles cover them.
+        let mid = if n >= 16 { (n / 2) & !7 } else { n / 2 };
         let mut right: [&mut [f32]; BATCH_TILE] = Default::default();
         for (p, r) in parts.iter_mut().zip(right.iter_mut()).take(job.batch) {
             let (lo, hi) = std::mem::take(p).split_at_mut(mid);
@@ -428,6 +443,22 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         return;
     }
     let mut done = 0;
+    if let Some(tile8) = job.tile8 {
+        while done + 8 <= n {
+            let w8 = &job.w[(r0 + done) * job.w_row..][..8 * job.w_row];
+            let mut b = 0;
+            while b < job.batch {
+                let nt = (job.batch - b).min(4);
+                let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
+                let o = tile8(w8, job.w_row, a, job.a_row, nt);
+                for (t, o) in o.iter().enumerate().take(nt) {
+                    parts[b + t][done..done + 8].copy_from_slice(o);
+                }
+                b += nt;
+            }
+            done += 8;
+        }
+    }
     if let Some(dot4) = job.dot4 {
         while done + 4 <= n {
             let w4 = &job.w[(r0 + done) * job.w_row..][..4 * job.w_row];
