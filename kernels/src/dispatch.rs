@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::{Dot4Fn, Tile8Fn, VecDotFn};
+use crate::dot::{Dot4Fn, Tile4Fn, Tile8Fn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -110,6 +110,8 @@ pub struct Kernels {
     dot_rows8: [Option<(VecDotFn, VecDotFn)>; NT],
     /// Four-row versions of `dot` (same order per row), where a path has them.
     dot4: [Option<Dot4Fn>; NT],
+    /// Four-row, two-token tiles of `dot` (same order per output), where a path has them.
+    tile4: [Option<Tile4Fn>; NT],
     /// Four-row versions of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
     dot4_rows8: [Option<Dot4Fn>; NT],
     /// Eight-row, four-token tiles of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
@@ -189,6 +191,7 @@ fn build(path: KernelPath) -> Kernels {
         dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
         dot4_gemm: [None; NT],
         dot4: [None; NT],
+        tile4: [None; NT],
         dot4_rows8: [None; NT],
         tile8_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
@@ -206,7 +209,7 @@ fn build(path: KernelPath) -> Kernels {
         crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_rows8);
         crate::arch::x86::fp_gemm::install(&mut k.dot_gemm, &mut k.dot4_gemm);
         crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
-        crate::arch::x86::tile::install(&mut k.tile8_rows8);
+        crate::arch::x86::tile::install(&mut k.tile8_rows8, &mut k.tile4);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }
@@ -239,6 +242,8 @@ struct MatmulJob<'a> {
     dot4: Option<Dot4Fn>,
     /// Eight weight rows by four activation rows at a time, under the same condition.
     tile8: Option<Tile8Fn>,
+    /// Four weight rows by two activation rows at a time, under the same condition.
+    tile4: Option<Tile4Fn>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -322,23 +327,26 @@ impl Kernels {
         // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
         // at a time and a GEMV for the rest.
         let t = wty.index();
-        let (dot, dot_tail, gemm_rows, dot4, tile8) = match (self.dot_gemm[t], self.dot_rows8[t]) {
-            (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
-                (gemm, gemm, batch, self.dot4_gemm[t], None)
-            }
-            // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
-            (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (
-                gemm,
-                gemv,
-                batch & !3,
-                self.dot4_rows8[t],
-                self.tile8_rows8[t],
-            ),
-            _ => {
-                let d = self.dot[t];
-                (d, d, batch, self.dot4[t], None)
-            }
-        };
+        let (dot, dot_tail, gemm_rows, dot4, tile8, tile4) =
+            match (self.dot_gemm[t], self.dot_rows8[t]) {
+                (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
+                    (gemm, gemm, batch, self.dot4_gemm[t], None, None)
+                }
+                // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
+                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (
+                    gemm,
+                    gemv,
+                    batch & !3,
+                    self.dot4_rows8[t],
+                    self.tile8_rows8[t],
+                    None,
+                ),
+                _ => {
+                    let d = self.dot[t];
+                    let tile4 = if batch >= 2 { self.tile4[t] } else { None };
+                    (d, d, batch, self.dot4[t], None, tile4)
+                }
+            };
         for b0 in (0..batch).step_by(BATCH_TILE) {
             let bt = BATCH_TILE.min(batch - b0);
             let job = MatmulJob {
@@ -346,6 +354,7 @@ impl Kernels {
                 dot_tail,
                 dot4,
                 tile8,
+                tile4,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
@@ -457,6 +466,22 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
                 b += nt;
             }
             done += 8;
+        }
+    }
+    if let Some(tile4) = job.tile4 {
+        while done + 4 <= n {
+            let w4 = &job.w[(r0 + done) * job.w_row..][..4 * job.w_row];
+            let mut b = 0;
+            while b < job.batch {
+                let nt = (job.batch - b).min(2);
+                let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
+                let o = tile4(w4, job.w_row, a, job.a_row, nt);
+                for (t, o) in o.iter().enumerate().take(nt) {
+                    parts[b + t][done..done + 4].copy_from_slice(o);
+                }
+                b += nt;
+            }
+            done += 4;
         }
     }
     if let Some(dot4) = job.dot4 {

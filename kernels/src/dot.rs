@@ -17,6 +17,9 @@ pub(crate) type Dot4Fn = fn(&[u8], usize, &[u8]) -> [f32; 4];
 /// apart): `fn(w, w_row, a, a_row, nt)`, `out[t][r]` being row r against activation row t.
 pub(crate) type Tile8Fn = fn(&[u8], usize, &[u8], usize, usize) -> [[f32; 8]; 4];
 
+/// Four weight rows against `nt` (1..=2) activation rows, as [`Tile8Fn`]: `out[t][r]`.
+pub(crate) type Tile4Fn = fn(&[u8], usize, &[u8], usize, usize) -> [[f32; 4]; 2];
+
 /// Dot product of `n` elements: weight row `w` of type `wty` and activation row `a` of type
 /// `wty.vec_dot_type()`.
 ///

@@ -226,6 +226,50 @@ fn ordered_matmuls_match_scalar_exactly() {
     }
 }
 
+/// On every path, matmul (four-row kernels, prompt tiles) gives the bits of that path's own
+/// one-row dot for each output: the tiles share work, never change an output's float order.
+#[test]
+fn matmul_tiles_match_the_paths_own_dot_exactly() {
+    let mut rng = Rng(23);
+    for k in paths() {
+        for wty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+        ] {
+            let aty = wty.vec_dot_type();
+            let cols = 256;
+            // 12 rows: not a multiple of 8, so Q4_0 takes ggml's vec_dot order too.
+            let rows = 12 + 3;
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_row(&mut rng, wty, cols))
+                .collect();
+            let (wrb, arb) = (wty.row_size(cols).unwrap(), aty.row_size(cols).unwrap());
+            for batch in [1usize, 2, 3, 5, 8, 11] {
+                let mut a = vec![0u8; batch * arb];
+                for b in 0..batch {
+                    quant::quantize_row(aty, &rng.vec(cols, 1.0), &mut a[b * arb..(b + 1) * arb]);
+                }
+                let mut out = vec![f32::NAN; batch * rows];
+                k.matmul(wty, &w, rows, cols, &a, batch, &mut out);
+                for b in 0..batch {
+                    for r in 0..rows {
+                        let want = k.vec_dot(wty, cols, &w[r * wrb..][..wrb], &a[b * arb..][..arb]);
+                        let o = out[b * rows + r];
+                        assert_eq!(
+                            o.to_bits(),
+                            want.to_bits(),
+                            "{} matmul {wty} batch {batch} row {r} token {b}: {o} vs {want}",
+                            k.path()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Kernels::attend equals attend_scalar: bit for bit on F32 and F16 caches (every path keeps
 /// the twin's order, fp_order), within 1e-5 on Q8_0 (its dot kernels order block sums
 /// differently per path); for single queries and batched ones.

@@ -185,7 +185,7 @@ pub(super) unsafe fn nibbles(p: &[u8]) -> __m256i {
 /// Sum of products of signed bytes, as 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
     // maddubs wants one unsigned operand: move x's sign onto y.
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
@@ -195,7 +195,7 @@ fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
 /// Sum of products of unsigned `x` (< 64) and signed `y`, as 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
@@ -266,48 +266,98 @@ pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 // the loops below and the AVX-512 kernels (for their odd last block) share them, so the order of
 // float operations is one and the same.
 
+/// A Q4_0 weight block's quants as signed bytes (nibble - 8), for `block_q8_0_with`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prep_q4_0(x: &[u8]) -> __m256i {
+    // SAFETY: the block holds 16 nibble bytes at 2.
+    _mm256_sub_epi8(unsafe { nibbles(&x[2..]) }, _mm256_set1_epi8(8))
+}
+
+/// One block of a weight format with its f16 scale first and signed byte quants `qx` (from
+/// `prep_q4_0`, `prep_q5_0` or `prep_q8_0`) against a Q8_0 block, into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q8_0_with(qx: __m256i, x: &[u8], y: &[u8], acc: __m256) -> __m256 {
+    let d = _mm256_set1_ps(hmul(x, y));
+    // SAFETY: the Q8_0 block holds 32 quants at 2.
+    let qy = unsafe { load32(&y[2..]) };
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+}
+
 /// One Q4_0 x Q8_0 block into `acc`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q4_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
+    // SAFETY: x is a whole Q4_0 block, y a whole Q8_0 block.
+    unsafe { block_q8_0_with(prep_q4_0(x), x, y, acc) }
+}
+
+/// A Q4_1 weight block's quants (unsigned nibbles), for `block_q4_1_with`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prep_q4_1(x: &[u8]) -> __m256i {
+    // SAFETY: the block holds 16 nibble bytes at 4.
+    unsafe { nibbles(&x[4..]) }
+}
+
+/// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`; `qx` from `prep_q4_1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn block_q4_1_with(
+    qx: __m256i,
+    x: &[u8],
+    y: &[u8],
+    acc: __m256,
+    mins: &mut f32,
+) -> __m256 {
     let d = _mm256_set1_ps(hmul(x, y));
-    // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
-    let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
-    let s = dot_i8(_mm256_sub_epi8(qx, _mm256_set1_epi8(8)), qy);
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+    *mins += hmul(&x[2..], &y[2..]);
+    // SAFETY: the Q8_1 block holds 32 quants at 4.
+    let qy = unsafe { load32(&y[4..]) };
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
 }
 
 /// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q4_1(x: &[u8], y: &[u8], acc: __m256, mins: &mut f32) -> __m256 {
-    let d = _mm256_set1_ps(hmul(x, y));
-    *mins += hmul(&x[2..], &y[2..]);
-    // SAFETY: the block holds 16 nibble bytes at 4 and the Q8_1 block 32 quants at 4.
-    let (qx, qy) = unsafe { (nibbles(&x[4..]), load32(&y[4..])) };
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
+    // SAFETY: x is a whole Q4_1 block, y a whole Q8_1 block.
+    unsafe { block_q4_1_with(prep_q4_1(x), x, y, acc, mins) }
+}
+
+/// A Q5_0 weight block's quants as signed bytes (5-bit value - 16), for `block_q8_0_with`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prep_q5_0(x: &[u8]) -> __m256i {
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    // SAFETY: the block holds 16 nibble bytes at 6.
+    let qx = unsafe { nibbles(&x[6..]) };
+    _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), _mm256_set1_epi8(16))
 }
 
 /// One Q5_0 x Q8_0 block into `acc`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q5_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
-    let d = _mm256_set1_ps(hmul(x, y));
-    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-    // SAFETY: the block holds 16 nibble bytes at 6 and the Q8_0 block 32 quants at 2.
-    let (qx, qy) = unsafe { (nibbles(&x[6..]), load32(&y[2..])) };
-    let qx = _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), _mm256_set1_epi8(16));
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    // SAFETY: x is a whole Q5_0 block, y a whole Q8_0 block.
+    unsafe { block_q8_0_with(prep_q5_0(x), x, y, acc) }
+}
+
+/// A Q8_0 weight block's quants, for `block_q8_0_with`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prep_q8_0(x: &[u8]) -> __m256i {
+    // SAFETY: the block holds 32 quants at 2.
+    unsafe { load32(&x[2..]) }
 }
 
 /// One Q8_0 x Q8_0 block into `acc`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
-    let d = _mm256_set1_ps(hmul(x, y));
     // SAFETY: both blocks hold 32 quants at 2.
-    let (qx, qy) = unsafe { (load32(&x[2..]), load32(&y[2..])) };
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    unsafe { block_q8_0_with(prep_q8_0(x), x, y, acc) }
 }
 
 /// Four consecutive weight rows (`w_row` bytes apart) against one activation row, each row's

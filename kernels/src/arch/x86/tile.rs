@@ -1,22 +1,31 @@
-//! Prompt-processing tiles: eight weight rows against up to four activation rows at once, for
-//! the weight formats whose per-output float order is one FMA per block (Q4_0 in llama.cpp's
-//! repacked order, `dot::dot_rows8_fn`).
+//! Prompt-processing tiles: several weight rows against several activation rows per call, each
+//! output computed in exactly the float order of its one-row kernel.
 //!
-//! Each output (row r, token t) still computes `acc = fma(isum_rt as f32, d_r * d_t, acc)` block
-//! after block, so the bits equal the one-row kernel's; what the tile shares is the work around
-//! it: a block's nibbles are unpacked once for four tokens, a token's block is loaded once for
-//! eight rows, and the eight rows' integer sums are reduced together with row r in lane r.
+//! - `tile8`: eight rows by up to four tokens, for Q4_0 in llama.cpp's repacked order
+//!   (`dot::dot_rows8_fn`), where each output is `acc = fma(isum as f32, d_w * d_a, acc)` block
+//!   after block: a block's nibbles are unpacked once for four tokens, a token's block loaded
+//!   once for eight rows, and the eight rows' integer sums reduced together, row r in lane r.
+//! - `tile4`: four rows by up to two tokens, for Q4_0, Q4_1, Q5_0 and Q8_0 in ggml's vec_dot
+//!   order (8-lane accumulator per output, the avx2 block kernels): a block is unpacked once for
+//!   both tokens.
+//!
 //! Integer sums are exact, so how they are formed does not change the result.
 //! Reached only through `install`, which dispatch calls after detecting avx2, fma and f16c.
 
-use super::avx2::nibbles;
-use crate::dot::Tile8Fn;
+use super::avx2::{
+    dot_i8, dot_u8_i8, hsum_ps, nibbles, prep_q4_0, prep_q4_1, prep_q5_0, prep_q8_0,
+};
+use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
 /// Installs the tiles of this file.
-pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11]) {
+pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11], tile4: &mut [Option<Tile4Fn>; 11]) {
     tile8[GgmlType::Q4_0.index()] = Some(tile8_q4_0);
+    tile4[GgmlType::Q4_0.index()] = Some(tile4_q4_0);
+    tile4[GgmlType::Q4_1.index()] = Some(tile4_q4_1);
+    tile4[GgmlType::Q5_0.index()] = Some(tile4_q5_0);
+    tile4[GgmlType::Q8_0.index()] = Some(tile4_q8_0);
 }
 
 fn tile8_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 8]; 4] {
@@ -99,4 +108,196 @@ unsafe fn tile8_q4_0_impl(
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
     }
     out
+}
+
+/// Four weight rows against `nt` (1..=2) activation rows in the one-row kernels' order
+/// (`block_q8_0_with`, `block_q4_1_with`): per output an 8-lane accumulator gets
+/// `fma(d_w * d_a, isum lanes, acc)` block after block and, with `mins`, a scalar min term gets
+/// `m_w * s_a`; `hsum_ps(acc) + mins` at the end. The scale products are formed four rows at a
+/// time (each lane the same f32 product the one-row kernel forms) and each block is unpacked
+/// (`prep`) once for both tokens. `q_at` is where the activation block's quants start.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile4_with(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+    (wb, ab, q_at): (usize, usize, usize),
+    mins: bool,
+    prep: impl Fn(&[u8]) -> __m256i,
+    int_dot: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [[f32; 4]; 2] {
+    let nb = a_row / ab;
+    assert!(
+        (1..=2).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * ab,
+        "tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
+    );
+    assert!(
+        w.len() >= 3 * w_row + nb * wb,
+        "tile: four weight rows of {nb} blocks do not fit the weight slice"
+    );
+    let h = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    let mut min_acc = [_mm_setzero_ps(); 2];
+    for i in 0..nb {
+        let xb: [&[u8]; 4] = std::array::from_fn(|r| &w[r * w_row + i * wb..][..wb]);
+        let qx: [__m256i; 4] = [prep(xb[0]), prep(xb[1]), prep(xb[2]), prep(xb[3])];
+        let dw = [h(xb[0]), h(xb[1]), h(xb[2]), h(xb[3])];
+        // SAFETY: `dw` is four u16s (8 bytes); loadl reads exactly 8.
+        let dw4 = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(dw.as_ptr() as *const __m128i) });
+        let mw = [
+            h(&xb[0][2..]),
+            h(&xb[1][2..]),
+            h(&xb[2][2..]),
+            h(&xb[3][2..]),
+        ];
+        // SAFETY: as above.
+        let mw4 = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(mw.as_ptr() as *const __m128i) });
+        for t in 0..nt {
+            let y = &a[t * a_row + i * ab..][..ab];
+            let dy = half::f16::from_bits(h(y)).to_f32();
+            let mut d = [0f32; 4];
+            // SAFETY: `d` is four f32s.
+            unsafe { _mm_storeu_ps(d.as_mut_ptr(), _mm_mul_ps(dw4, _mm_set1_ps(dy))) };
+            if mins {
+                let sy = half::f16::from_bits(h(&y[2..])).to_f32();
+                min_acc[t] = _mm_add_ps(min_acc[t], _mm_mul_ps(mw4, _mm_set1_ps(sy)));
+            }
+            // SAFETY: the activation block holds 32 quants at q_at (ab = q_at + 32).
+            let qy = unsafe { _mm256_loadu_si256(y[q_at..].as_ptr() as *const __m256i) };
+            for r in 0..4 {
+                let isum = _mm256_cvtepi32_ps(int_dot(qx[r], qy));
+                acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), isum, acc[t][r]);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; 2];
+    for t in 0..nt {
+        let mut m = [0f32; 4];
+        // SAFETY: `m` is four f32s.
+        unsafe { _mm_storeu_ps(m.as_mut_ptr(), min_acc[t]) };
+        for r in 0..4 {
+            // SAFETY: the callers carry the avx2/fma/f16c features hsum_ps needs.
+            let s = unsafe { hsum_ps(acc[t][r]) };
+            out[t][r] = if mins { s + m[r] } else { s };
+        }
+    }
+    out
+}
+
+macro_rules! safe_tile4 {
+    ($($name:ident => $imp:ident;)*) => {$(
+        fn $name(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 4]; 2] {
+            // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
+            unsafe { $imp(w, w_row, a, a_row, nt) }
+        }
+    )*};
+}
+
+safe_tile4! {
+    tile4_q4_0 => tile4_q4_0_impl;
+    tile4_q4_1 => tile4_q4_1_impl;
+    tile4_q5_0 => tile4_q5_0_impl;
+    tile4_q8_0 => tile4_q8_0_impl;
+}
+
+// SAFETY (the four below): these fns have the features the helpers need, and tile4_with hands
+// `prep` whole weight blocks of the size given.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile4_q4_0_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 4]; 2] {
+    // SAFETY: see above.
+    unsafe {
+        tile4_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            (18, 34, 2),
+            false,
+            |x| prep_q4_0(x),
+            |x, y| dot_i8(x, y),
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile4_q4_1_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 4]; 2] {
+    // SAFETY: see above.
+    unsafe {
+        tile4_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            (20, 36, 4),
+            true,
+            |x| prep_q4_1(x),
+            |x, y| dot_u8_i8(x, y),
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile4_q5_0_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 4]; 2] {
+    // SAFETY: see above.
+    unsafe {
+        tile4_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            (22, 34, 2),
+            false,
+            |x| prep_q5_0(x),
+            |x, y| dot_i8(x, y),
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile4_q8_0_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 4]; 2] {
+    // SAFETY: see above.
+    unsafe {
+        tile4_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            (34, 34, 2),
+            false,
+            |x| prep_q8_0(x),
+            |x, y| dot_i8(x, y),
+        )
+    }
 }
