@@ -205,7 +205,7 @@ fn build(path: KernelPath) -> Kernels {
     if matches!(path, KernelPath::Avx2 | KernelPath::Avx512) {
         // Only reached after cpu_supports() confirmed avx2 + fma + f16c (and, for Avx512,
         // avx512f + avx512bw + avx512vl).
-        crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant);
+        crate::arch::x86::avx2::install(&mut k.dot, &mut k.quant, &mut k.dequant);
         crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_rows8);
         crate::arch::x86::fp_gemm::install(&mut k.dot_gemm, &mut k.dot4_gemm);
         crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
