@@ -438,7 +438,7 @@ impl Kernels {
 fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BATCH_TILE]) {
     if n > job.grain {
         // Halves of a multiple of 8 rows where possible, so that the tiles cover them.
-        let mid = if n >= 16 { (n / 2) & !7 } else { n / 2 };
+        let mid = n / 2;
         let mut right: [&mut [f32]; BATCH_TILE] = Default::default();
         for (p, r) in parts.iter_mut().zip(right.iter_mut()).take(job.batch) {
             let (lo, hi) = std::mem::take(p).split_at_mut(mid);
