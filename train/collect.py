@@ -1,5 +1,6 @@
 """Gathers one results table from the run folders: PyTorch and lckv perplexity, their agreement,
-KV bytes per token, and the greedy answers. Writes results.json and results.md.
+KV bytes per token, the Q4_0 file's longest context in 512 MiB and its prompt/generation speed,
+and the greedy answers. Writes results.json and results.md.
 
     python collect.py RUN_ROOT OUT_DIR
 """
@@ -41,6 +42,21 @@ def main():
             row["kv_bytes_per_token_f16"] = int(m.group(1)) if m else None
         except FileNotFoundError:
             row["kv_bytes_per_token_f16"] = None
+        try:
+            m = re.search(r"longest context in [^:]*: (\d+) tokens", open(os.path.join(d, "fit512.txt")).read())
+            row["ctx_512mib_q4_0"] = int(m.group(1)) if m else None
+        except FileNotFoundError:
+            row["ctx_512mib_q4_0"] = None
+        try:
+            for line in open(os.path.join(d, "bench.jsonl")):
+                b = json.loads(line)
+                if "test" in b:
+                    row[b["test"] + "_tps"] = b["tps"]
+                    row[b["test"] + "_tps_sd"] = b["tps_sd"]
+                    row["bench_kernels"] = b["kernels"]
+                    row["bench_threads"] = b["threads"]
+        except FileNotFoundError:
+            pass
         lp = lckv_ppl(d)
         if lp:
             n, v = lp
@@ -55,12 +71,15 @@ def main():
         rows.append(row)
     os.makedirs(out, exist_ok=True)
     json.dump(rows, open(os.path.join(out, "results.json"), "w"), indent=1)
-    md = ["| plan | steps | KV B/token (f16) | PyTorch ppl (40 chunks) | lckv ppl (chunks) | PyTorch ppl (same chunks) | rel. diff |",
-          "|---|---|---|---|---|---|---|"]
+    md = ["| plan | steps | KV B/token (f16) | PyTorch ppl (40 chunks) | lckv ppl (chunks) | PyTorch ppl (same chunks) | rel. diff "
+          "| ctx in 512 MiB (Q4_0) | pp t/s | tg t/s |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        speed = " | ".join(f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in ("pp128_tps", "tg64_tps"))
         md.append(f"| {r['name']} | {r['steps']} | {r['kv_bytes_per_token_f16']} | {r['torch_ppl_40']:.3f} | "
-                  + (f"{r['lckv_ppl']:.3f} ({r['lckv_chunks']}) | {r['torch_ppl_same_chunks']:.3f} | {100 * r['rel_diff']:.2f}% |"
-                     if "lckv_ppl" in r else "- | - | - |"))
+                  + (f"{r['lckv_ppl']:.3f} ({r['lckv_chunks']}) | {r['torch_ppl_same_chunks']:.3f} | {100 * r['rel_diff']:.3f}% |"
+                     if "lckv_ppl" in r else "- | - | - |")
+                  + f" {r.get('ctx_512mib_q4_0') or '-'} | {speed} |")
     md.append("")
     for r in rows:
         md.append(f"### {r['name']}")

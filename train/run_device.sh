@@ -60,6 +60,7 @@ collect)
   python3 $W/train/collect.py $R "$OUT"
   cp $W/steps.json $R/check/check.json "$OUT/" 2>/dev/null
   for f in $W/ship.part0[4-9]; do [ -f "$f" ] && cp "$f" "$OUT/"; done
-  for p in $R/*/; do tail -c 400 "$p/ppl.err" 2>/dev/null; echo " <- $p"; done ;;
+  for p in $R/*/; do tail -c 400 "$p/ppl.err" 2>/dev/null; echo " <- $p"; done
+  sha256sum $R/*/model.q4_0.gguf ;;
 esac
 echo "== lckv evaluations so far"; for p in $R/*/; do [ -f "$p/ppl.out" ] && echo "$p: $(cat $p/ppl.out)"; done; true
