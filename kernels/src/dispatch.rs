@@ -209,7 +209,8 @@ fn build(path: KernelPath) -> Kernels {
         crate::arch::x86::avx2::install_f32_ops(&mut k.attend, &mut k.silu_mul, &mut k.dot_rows8);
         crate::arch::x86::fp_gemm::install(&mut k.dot_gemm, &mut k.dot4_gemm);
         crate::arch::x86::avx2::install_dot4(&mut k.dot4, &mut k.dot4_rows8);
-        crate::arch::x86::tile::install(&mut k.tile8_rows8, &mut k.tile4);
+        let vnni = path == KernelPath::Avx512 && std::arch::is_x86_feature_detected!("avx512vnni");
+        crate::arch::x86::tile::install(&mut k.tile8_rows8, &mut k.tile4, vnni);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
         }

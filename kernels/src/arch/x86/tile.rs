@@ -19,9 +19,14 @@ use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
-/// Installs the tiles of this file.
-pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11], tile4: &mut [Option<Tile4Fn>; 11]) {
-    tile8[GgmlType::Q4_0.index()] = Some(tile8_q4_0);
+/// Installs the tiles of this file; with `vnni` (the AVX-512 path on a CPU with AVX-512 VNNI)
+/// the Q4_0 tile forms its integer sums with `vpdpbusd` (exact, so the same bits).
+pub(crate) fn install(
+    tile8: &mut [Option<Tile8Fn>; 11],
+    tile4: &mut [Option<Tile4Fn>; 11],
+    vnni: bool,
+) {
+    tile8[GgmlType::Q4_0.index()] = Some(if vnni { tile8_q4_0_vnni } else { tile8_q4_0 });
     tile4[GgmlType::Q4_0.index()] = Some(tile4_q4_0);
     tile4[GgmlType::Q4_1.index()] = Some(tile4_q4_1);
     tile4[GgmlType::Q5_0.index()] = Some(tile4_q5_0);
@@ -58,60 +63,141 @@ unsafe fn tile8_q4_0_impl(
     a_row: usize,
     nt: usize,
 ) -> [[f32; 8]; 4] {
+    let ones = _mm256_set1_epi16(1);
+    let eight = _mm256_set1_epi8(8);
+    // (x - 8) * y pair sums = x * y pair sums - 8 * y pair sums; no i16 overflow (|.| <= 2 * 15 *
+    // 128 before, 2 * 8 * 128 after).
+    // SAFETY: this fn has the features the closures' intrinsics need.
+    unsafe {
+        tile8_q4_0_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            |y| _mm256_maddubs_epi16(eight, y),
+            |x, y, y8| _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(x, y), y8), ones),
+        )
+    }
+}
+
+fn tile8_q4_0_vnni(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 8]; 4] {
+    // SAFETY: only installed by dispatch, on its AVX-512 path, after avx2, fma, f16c, avx512f,
+    // avx512vl and avx512vnni were detected.
+    unsafe { tile8_q4_0_vnni_impl(w, w_row, a, a_row, nt) }
+}
+
+/// The Q4_0 tile with AVX-512 VNNI's byte dot product (on 256-bit vectors): one `vpdpbusd` per
+/// row and block, starting from -8 * (the token's byte sums) so that it yields (x - 8) . y.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn tile8_q4_0_vnni_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 8]; 4] {
+    let eight = _mm256_set1_epi8(8);
+    let zero = _mm256_setzero_si256();
+    // SAFETY: this fn has the features the closures' intrinsics need.
+    unsafe {
+        tile8_q4_0_with(
+            w,
+            w_row,
+            a,
+            a_row,
+            nt,
+            |y| _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, eight, y)),
+            |x, y, neg_y8| _mm256_dpbusd_epi32(neg_y8, x, y),
+        )
+    }
+}
+
+/// The Q4_0 tile's loop: `tok(y)` is computed once per token block, `row(x, y, tok(y))` gives
+/// eight i32 lanes whose sum is (x - 8) . y for one row (x: unsigned nibbles, y: Q8_0 quants).
+/// A constant token count keeps the accumulators in registers (decode is one token).
+#[inline(always)]
+unsafe fn tile8_q4_0_with(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+    tok: impl Fn(__m256i) -> __m256i,
+    row: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [[f32; 8]; 4] {
+    // SAFETY: as the callers'.
+    unsafe {
+        match nt {
+            1 => tile8_q4_0_n::<1>(w, w_row, a, a_row, tok, row),
+            2 => tile8_q4_0_n::<2>(w, w_row, a, a_row, tok, row),
+            3 => tile8_q4_0_n::<3>(w, w_row, a, a_row, tok, row),
+            _ => tile8_q4_0_n::<4>(w, w_row, a, a_row, tok, row),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tile8_q4_0_n<const NT: usize>(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    tok: impl Fn(__m256i) -> __m256i,
+    row: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [[f32; 8]; 4] {
     const WB: usize = 18; // f16 scale + 16 nibble bytes
     const AB: usize = 34; // f16 scale + 32 quants
     let nb = a_row / AB;
     assert!(
-        (1..=4).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * AB,
-        "Q4_0 tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
+        (1..=4).contains(&NT) && a.len() >= (NT - 1) * a_row + nb * AB,
+        "Q4_0 tile: {NT} activation rows of {nb} blocks do not fit the activation slice"
     );
     assert!(
         w.len() >= 7 * w_row + nb * WB,
         "Q4_0 tile: eight weight rows of {nb} blocks do not fit the weight slice"
     );
-    let ones = _mm256_set1_epi16(1);
-    let eight = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut xs = [_mm256_setzero_si256(); 8];
-    let mut dw = [0u16; 8];
-    for i in 0..nb {
-        for (r, (x, d)) in xs.iter_mut().zip(dw.iter_mut()).enumerate() {
-            // Eight short interleaved streams: fetch the same place in the next eight rows now,
-            // ahead of the hardware prefetcher (decode reads each weight once).
-            let ahead = w.as_ptr().wrapping_add((r + 8) * w_row + i * WB);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            let blk = &w[r * w_row + i * WB..][..WB];
-            *d = u16::from_le_bytes([blk[0], blk[1]]);
-            // SAFETY: the block holds 16 nibble bytes at 2. Unsigned 0..15: the -8 offset is
-            // taken off below, through the token's sum.
-            *x = unsafe { nibbles(&blk[2..]) };
-        }
-        // SAFETY: `dw` is eight u16s; loadu has no alignment requirement.
-        let dw8 = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dw.as_ptr() as *const __m128i) });
-        for (t, acc) in acc.iter_mut().enumerate().take(nt) {
-            let blk = &a[t * a_row + i * AB..][..AB];
-            // SAFETY: the Q8_0 block holds 32 quants at 2; loadu has no alignment requirement.
-            let y = unsafe { _mm256_loadu_si256(blk[2..].as_ptr() as *const __m256i) };
-            let dy = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            // (x - 8) * y pair sums = x * y pair sums - 8 * y pair sums; no i16 overflow (|.| <=
-            // 2 * 15 * 128 before, 2 * 8 * 128 after).
-            let y8 = _mm256_maddubs_epi16(eight, y);
-            let mut s = [_mm256_setzero_si256(); 8];
-            for (s, x) in s.iter_mut().zip(&xs) {
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(*x, y), y8);
-                *s = _mm256_madd_epi16(p, ones);
+    // SAFETY (the intrinsics below): the callers carry avx2, fma and f16c.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); NT];
+        let mut xs = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        for i in 0..nb {
+            for (r, (x, d)) in xs.iter_mut().zip(dw.iter_mut()).enumerate() {
+                // Eight short interleaved streams: fetch the same place in the next eight rows
+                // now, ahead of the hardware prefetcher (decode reads each weight once).
+                let ahead = w.as_ptr().wrapping_add((r + 8) * w_row + i * WB);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                let blk = &w[r * w_row + i * WB..][..WB];
+                *d = u16::from_le_bytes([blk[0], blk[1]]);
+                // The block holds 16 nibble bytes at 2. Unsigned 0..15: the -8 offset is taken
+                // off through the token's sum.
+                *x = nibbles(&blk[2..]);
             }
-            let isum = transpose_sum8(&s);
-            let d = _mm256_mul_ps(dw8, _mm256_set1_ps(dy));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, *acc);
+            // `dw` is eight u16s; loadu has no alignment requirement.
+            let dw8 = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let blk = &a[t * a_row + i * AB..][..AB];
+                // The Q8_0 block holds 32 quants at 2; loadu has no alignment requirement.
+                let y = _mm256_loadu_si256(blk[2..].as_ptr() as *const __m256i);
+                let dy = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                let ty = tok(y);
+                let mut s = [_mm256_setzero_si256(); 8];
+                for (s, x) in s.iter_mut().zip(&xs) {
+                    *s = row(*x, y, ty);
+                }
+                let isum = transpose_sum8(&s);
+                let d = _mm256_mul_ps(dw8, _mm256_set1_ps(dy));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, *acc);
+            }
         }
+        let mut out = [[0f32; 8]; 4];
+        for (o, acc) in out.iter_mut().zip(acc) {
+            // Each output row is eight f32s.
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
+        out
     }
-    let mut out = [[0f32; 8]; 4];
-    for (o, acc) in out.iter_mut().zip(acc).take(nt) {
-        // SAFETY: each output row is eight f32s.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
-    }
-    out
 }
 
 /// Four weight rows against `nt` (1..=2) activation rows in the one-row kernels' order
