@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::{Dot4Fn, Tile4Fn, Tile8Fn, VecDotFn};
+use crate::dot::{Dot4Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -434,6 +434,33 @@ impl Kernels {
     }
 }
 
+/// A tile kernel of `R` weight rows by up to `T` activation rows over rows `done..n` of this
+/// leaf, as far as whole groups of `R` rows go; returns the first row it did not cover.
+fn run_tiles<const R: usize, const T: usize>(
+    job: &MatmulJob,
+    r0: usize,
+    n: usize,
+    mut done: usize,
+    parts: &mut [&mut [f32]; BATCH_TILE],
+    tile: TileFn<R, T>,
+) -> usize {
+    while done + R <= n {
+        let w = &job.w[(r0 + done) * job.w_row..][..R * job.w_row];
+        let mut b = 0;
+        while b < job.batch {
+            let nt = (job.batch - b).min(T);
+            let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
+            let o = tile(w, job.w_row, a, job.a_row, nt);
+            for (t, o) in o.iter().enumerate().take(nt) {
+                parts[b + t][done..done + R].copy_from_slice(o);
+            }
+            b += nt;
+        }
+        done += R;
+    }
+    done
+}
+
 /// Rows `r0..r0 + n` of one batch tile; `parts[b]` is the output slice of activation row `b` for
 /// exactly these rows. Splits in halves with `rayon::join` down to `grain` rows.
 fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BATCH_TILE]) {
@@ -454,36 +481,10 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
     }
     let mut done = 0;
     if let Some(tile8) = job.tile8 {
-        while done + 8 <= n {
-            let w8 = &job.w[(r0 + done) * job.w_row..][..8 * job.w_row];
-            let mut b = 0;
-            while b < job.batch {
-                let nt = (job.batch - b).min(4);
-                let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
-                let o = tile8(w8, job.w_row, a, job.a_row, nt);
-                for (t, o) in o.iter().enumerate().take(nt) {
-                    parts[b + t][done..done + 8].copy_from_slice(o);
-                }
-                b += nt;
-            }
-            done += 8;
-        }
+        done = run_tiles(job, r0, n, done, &mut parts, tile8);
     }
     if let Some(tile4) = job.tile4 {
-        while done + 4 <= n {
-            let w4 = &job.w[(r0 + done) * job.w_row..][..4 * job.w_row];
-            let mut b = 0;
-            while b < job.batch {
-                let nt = (job.batch - b).min(2);
-                let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
-                let o = tile4(w4, job.w_row, a, job.a_row, nt);
-                for (t, o) in o.iter().enumerate().take(nt) {
-                    parts[b + t][done..done + 4].copy_from_slice(o);
-                }
-                b += nt;
-            }
-            done += 4;
-        }
+        done = run_tiles(job, r0, n, done, &mut parts, tile4);
     }
     if let Some(dot4) = job.dot4 {
         while done + 4 <= n {

@@ -13,12 +13,16 @@ pub(crate) type VecDotFn = fn(usize, &[u8], &[u8]) -> f32;
 /// each exactly as the type's [`VecDotFn`] computes it.
 pub(crate) type Dot4Fn = fn(&[u8], usize, &[u8]) -> [f32; 4];
 
-/// Eight weight rows (`w_row` bytes apart) against `nt` (1..=4) activation rows (`a_row` bytes
+/// `R` weight rows (`w_row` bytes apart) against `nt` (1..=T) activation rows (`a_row` bytes
 /// apart): `fn(w, w_row, a, a_row, nt)`, `out[t][r]` being row r against activation row t.
-pub(crate) type Tile8Fn = fn(&[u8], usize, &[u8], usize, usize) -> [[f32; 8]; 4];
+pub(crate) type TileFn<const R: usize, const T: usize> =
+    fn(&[u8], usize, &[u8], usize, usize) -> [[f32; R]; T];
 
-/// Four weight rows against `nt` (1..=2) activation rows, as [`Tile8Fn`]: `out[t][r]`.
-pub(crate) type Tile4Fn = fn(&[u8], usize, &[u8], usize, usize) -> [[f32; 4]; 2];
+/// Eight weight rows by up to four activation rows.
+pub(crate) type Tile8Fn = TileFn<8, 4>;
+
+/// Four weight rows by up to two activation rows.
+pub(crate) type Tile4Fn = TileFn<4, 2>;
 
 /// Dot product of `n` elements: weight row `w` of type `wty` and activation row `a` of type
 /// `wty.vec_dot_type()`.

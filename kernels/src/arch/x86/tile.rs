@@ -38,6 +38,24 @@ fn tile8_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f3
     unsafe { tile8_q4_0_impl(w, w_row, a, a_row, nt) }
 }
 
+/// The blocks per row of a tile call, after checking that `rows` weight rows and `nt` (1..=max)
+/// activation rows of that many blocks lie inside the slices: the kernels' reads rely on it.
+fn tile_blocks(
+    (w, w_row, rows, wb): (&[u8], usize, usize, usize),
+    (a, a_row, nt, max, ab): (&[u8], usize, usize, usize, usize),
+) -> usize {
+    let nb = a_row / ab;
+    assert!(
+        (1..=max).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * ab,
+        "tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
+    );
+    assert!(
+        w.len() >= (rows - 1) * w_row + nb * wb,
+        "tile: {rows} weight rows of {nb} blocks do not fit the weight slice"
+    );
+    nb
+}
+
 /// Eight i32 vectors summed across their lanes, vector r's sum in lane r (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -148,15 +166,7 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
 ) -> [[f32; 8]; 4] {
     const WB: usize = 18; // f16 scale + 16 nibble bytes
     const AB: usize = 34; // f16 scale + 32 quants
-    let nb = a_row / AB;
-    assert!(
-        (1..=4).contains(&NT) && a.len() >= (NT - 1) * a_row + nb * AB,
-        "Q4_0 tile: {NT} activation rows of {nb} blocks do not fit the activation slice"
-    );
-    assert!(
-        w.len() >= 7 * w_row + nb * WB,
-        "Q4_0 tile: eight weight rows of {nb} blocks do not fit the weight slice"
-    );
+    let nb = tile_blocks((w, w_row, 8, WB), (a, a_row, NT, 4, AB));
     // SAFETY (the intrinsics below): the callers carry avx2, fma and f16c.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); NT];
@@ -219,15 +229,7 @@ unsafe fn tile4_with(
     prep: impl Fn(&[u8]) -> __m256i,
     int_dot: impl Fn(__m256i, __m256i) -> __m256i,
 ) -> [[f32; 4]; 2] {
-    let nb = a_row / ab;
-    assert!(
-        (1..=2).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * ab,
-        "tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
-    );
-    assert!(
-        w.len() >= 3 * w_row + nb * wb,
-        "tile: four weight rows of {nb} blocks do not fit the weight slice"
-    );
+    let nb = tile_blocks((w, w_row, 4, wb), (a, a_row, nt, 2, ab));
     let h = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
     let mut acc = [[_mm256_setzero_ps(); 4]; 2];
     let mut min_acc = [_mm_setzero_ps(); 2];
@@ -277,117 +279,29 @@ unsafe fn tile4_with(
     out
 }
 
-macro_rules! safe_tile4 {
-    ($($name:ident => $imp:ident;)*) => {$(
+/// One four-row tile per format: the safe entry point (installed only after avx2, fma and f16c
+/// were detected) and its body over `tile4_with`.
+macro_rules! tile4_kernels {
+    ($($name:ident => $imp:ident: $sizes:expr, $mins:expr, $prep:ident, $dot:ident;)*) => {$(
         fn $name(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 4]; 2] {
             // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
             unsafe { $imp(w, w_row, a, a_row, nt) }
         }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $imp(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 4]; 2] {
+            // SAFETY: this fn has the features the helpers need, and tile4_with hands `prep`
+            // whole weight blocks of the size given.
+            unsafe {
+                tile4_with(w, w_row, a, a_row, nt, $sizes, $mins, |x| $prep(x), |x, y| $dot(x, y))
+            }
+        }
     )*};
 }
 
-safe_tile4! {
-    tile4_q4_0 => tile4_q4_0_impl;
-    tile4_q4_1 => tile4_q4_1_impl;
-    tile4_q5_0 => tile4_q5_0_impl;
-    tile4_q8_0 => tile4_q8_0_impl;
-}
-
-// SAFETY (the four below): these fns have the features the helpers need, and tile4_with hands
-// `prep` whole weight blocks of the size given.
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q4_0_impl(
-    w: &[u8],
-    w_row: usize,
-    a: &[u8],
-    a_row: usize,
-    nt: usize,
-) -> [[f32; 4]; 2] {
-    // SAFETY: see above.
-    unsafe {
-        tile4_with(
-            w,
-            w_row,
-            a,
-            a_row,
-            nt,
-            (18, 34, 2),
-            false,
-            |x| prep_q4_0(x),
-            |x, y| dot_i8(x, y),
-        )
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q4_1_impl(
-    w: &[u8],
-    w_row: usize,
-    a: &[u8],
-    a_row: usize,
-    nt: usize,
-) -> [[f32; 4]; 2] {
-    // SAFETY: see above.
-    unsafe {
-        tile4_with(
-            w,
-            w_row,
-            a,
-            a_row,
-            nt,
-            (20, 36, 4),
-            true,
-            |x| prep_q4_1(x),
-            |x, y| dot_u8_i8(x, y),
-        )
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q5_0_impl(
-    w: &[u8],
-    w_row: usize,
-    a: &[u8],
-    a_row: usize,
-    nt: usize,
-) -> [[f32; 4]; 2] {
-    // SAFETY: see above.
-    unsafe {
-        tile4_with(
-            w,
-            w_row,
-            a,
-            a_row,
-            nt,
-            (22, 34, 2),
-            false,
-            |x| prep_q5_0(x),
-            |x, y| dot_i8(x, y),
-        )
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile4_q8_0_impl(
-    w: &[u8],
-    w_row: usize,
-    a: &[u8],
-    a_row: usize,
-    nt: usize,
-) -> [[f32; 4]; 2] {
-    // SAFETY: see above.
-    unsafe {
-        tile4_with(
-            w,
-            w_row,
-            a,
-            a_row,
-            nt,
-            (34, 34, 2),
-            false,
-            |x| prep_q8_0(x),
-            |x, y| dot_i8(x, y),
-        )
-    }
+tile4_kernels! {
+    tile4_q4_0 => tile4_q4_0_impl: (18, 34, 2), false, prep_q4_0, dot_i8;
+    tile4_q4_1 => tile4_q4_1_impl: (20, 36, 4), true, prep_q4_1, dot_u8_i8;
+    tile4_q5_0 => tile4_q5_0_impl: (22, 34, 2), false, prep_q5_0, dot_i8;
+    tile4_q8_0 => tile4_q8_0_impl: (34, 34, 2), false, prep_q8_0, dot_i8;
 }
