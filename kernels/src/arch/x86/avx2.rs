@@ -320,7 +320,7 @@ pub(super) unsafe fn block_q4_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
     unsafe { block_q8_0_with(prep_q4_0(x), x, y, acc) }
 }
 
-/// A Q4_1 weight block's quants (unsigned nibbles), for `block_q4_1_with`.
+/// A Q4_1 weight block's quants (unsigned nibbles).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prep_q4_1(x: &[u8]) -> __m256i {
@@ -328,29 +328,15 @@ pub(super) unsafe fn prep_q4_1(x: &[u8]) -> __m256i {
     unsafe { nibbles(&x[4..]) }
 }
 
-/// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`; `qx` from `prep_q4_1`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn block_q4_1_with(
-    qx: __m256i,
-    x: &[u8],
-    y: &[u8],
-    acc: __m256,
-    mins: &mut f32,
-) -> __m256 {
-    let d = _mm256_set1_ps(hmul(x, y));
-    *mins += hmul(&x[2..], &y[2..]);
-    // SAFETY: the Q8_1 block holds 32 quants at 4.
-    let qy = unsafe { load32(&y[4..]) };
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
-}
-
 /// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q4_1(x: &[u8], y: &[u8], acc: __m256, mins: &mut f32) -> __m256 {
-    // SAFETY: x is a whole Q4_1 block, y a whole Q8_1 block.
-    unsafe { block_q4_1_with(prep_q4_1(x), x, y, acc, mins) }
+    let d = _mm256_set1_ps(hmul(x, y));
+    *mins += hmul(&x[2..], &y[2..]);
+    // SAFETY: x is a whole Q4_1 block; the Q8_1 block holds 32 quants at 4.
+    let (qx, qy) = unsafe { (prep_q4_1(x), load32(&y[4..])) };
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
 }
 
 /// A Q5_0 weight block's quants as signed bytes (5-bit value - 16), for `block_q8_0_with`.

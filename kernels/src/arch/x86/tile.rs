@@ -6,8 +6,9 @@
 //!   after block: a block's nibbles are unpacked once for four tokens, a token's block loaded
 //!   once for eight rows, and the eight rows' integer sums reduced together, row r in lane r.
 //! - `tile4`: four rows by up to two tokens, for Q4_0, Q4_1, Q5_0 and Q8_0 in ggml's vec_dot
-//!   order (8-lane accumulator per output, the avx2 block kernels): a block is unpacked once for
-//!   both tokens.
+//!   order (per output the 8-lane accumulator and min term the avx2 block kernels build, with the
+//!   scale products formed four rows at a time): a block is unpacked (`prep_*`) once for both
+//!   tokens.
 //!
 //! Integer sums are exact, so how they are formed does not change the result.
 //! Reached only through `install`, which dispatch calls after detecting avx2, fma and f16c.
@@ -211,7 +212,7 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
 }
 
 /// Four weight rows against `nt` (1..=2) activation rows in the one-row kernels' order
-/// (`block_q8_0_with`, `block_q4_1_with`): per output an 8-lane accumulator gets
+/// (`block_q8_0_with`, `block_q4_1`): per output an 8-lane accumulator gets
 /// `fma(d_w * d_a, isum lanes, acc)` block after block and, with `mins`, a scalar min term gets
 /// `m_w * s_a`; `hsum_ps(acc) + mins` at the end. The scale products are formed four rows at a
 /// time (each lane the same f32 product the one-row kernel forms) and each block is unpacked
