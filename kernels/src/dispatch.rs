@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::{Dot4Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
+use crate::dot::{Dot4Fn, Gemv16Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -116,6 +116,8 @@ pub struct Kernels {
     dot4_rows8: [Option<Dot4Fn>; NT],
     /// Eight-row, four-token tiles of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
     tile8_rows8: [Option<Tile8Fn>; NT],
+    /// Sixteen-row, one-token versions of `dot_rows8`'s GEMV order, where a path has them.
+    gemv16_rows8: [Option<Gemv16Fn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -194,6 +196,7 @@ fn build(path: KernelPath) -> Kernels {
         tile4: [None; NT],
         dot4_rows8: [None; NT],
         tile8_rows8: [None; NT],
+        gemv16_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -213,6 +216,9 @@ fn build(path: KernelPath) -> Kernels {
         crate::arch::x86::tile::install(&mut k.tile8_rows8, &mut k.tile4, vnni);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
+            if vnni {
+                crate::arch::x86::gemv16::install(&mut k.gemv16_rows8);
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -245,6 +251,8 @@ struct MatmulJob<'a> {
     tile8: Option<Tile8Fn>,
     /// Four weight rows by two activation rows at a time, under the same condition.
     tile4: Option<Tile4Fn>,
+    /// Sixteen weight rows against the one activation row of a decode step.
+    gemv16: Option<Gemv16Fn>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -328,20 +336,26 @@ impl Kernels {
         // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
         // at a time and a GEMV for the rest.
         let t = wty.index();
+        let mut gemv16 = None;
         let (dot, dot_tail, gemm_rows, dot4, tile8, tile4) =
             match (self.dot_gemm[t], self.dot_rows8[t]) {
                 (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
                     (gemm, gemm, batch, self.dot4_gemm[t], None, None)
                 }
                 // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
-                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => (
-                    gemm,
-                    gemv,
-                    batch & !3,
-                    self.dot4_rows8[t],
-                    self.tile8_rows8[t],
-                    None,
-                ),
+                (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => {
+                    if batch == 1 {
+                        gemv16 = self.gemv16_rows8[t];
+                    }
+                    (
+                        gemm,
+                        gemv,
+                        batch & !3,
+                        self.dot4_rows8[t],
+                        self.tile8_rows8[t],
+                        None,
+                    )
+                }
                 _ => {
                     let d = self.dot[t];
                     let tile4 = if batch >= 2 { self.tile4[t] } else { None };
@@ -356,6 +370,7 @@ impl Kernels {
                 dot4,
                 tile8,
                 tile4,
+                gemv16,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
@@ -480,6 +495,13 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         return;
     }
     let mut done = 0;
+    if let Some(gemv16) = job.gemv16 {
+        while done + 16 <= n {
+            let w = &job.w[(r0 + done) * job.w_row..][..16 * job.w_row];
+            parts[0][done..done + 16].copy_from_slice(&gemv16(w, job.w_row, &job.a[..job.a_row]));
+            done += 16;
+        }
+    }
     if let Some(tile8) = job.tile8 {
         done = run_tiles(job, r0, n, done, &mut parts, tile8);
     }

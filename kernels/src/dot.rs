@@ -18,6 +18,10 @@ pub(crate) type Dot4Fn = fn(&[u8], usize, &[u8]) -> [f32; 4];
 pub(crate) type TileFn<const R: usize, const T: usize> =
     fn(&[u8], usize, &[u8], usize, usize) -> [[f32; R]; T];
 
+/// Sixteen consecutive weight rows (the second argument: bytes per row) against one activation
+/// row, each exactly as the type's one-row kernel in the same order computes it.
+pub(crate) type Gemv16Fn = fn(&[u8], usize, &[u8]) -> [f32; 16];
+
 /// Eight weight rows by up to four activation rows.
 pub(crate) type Tile8Fn = TileFn<8, 4>;
 

@@ -191,7 +191,11 @@ fn ordered_matmuls_match_scalar_exactly() {
     for k in paths() {
         for (wty, cols) in [
             (GgmlType::Q4_0, 512),
+            // Block counts that leave 1 and 3 blocks past the last group of four.
+            (GgmlType::Q4_0, 544),
+            (GgmlType::Q4_0, 224),
             (GgmlType::Q4K, 512),
+            (GgmlType::Q4K, 768),
             (GgmlType::F32, 512),
             (GgmlType::F16, 512),
             // A length with a tail of 3 (elements past the last 8 go to lanes 0..3 in order).
@@ -199,7 +203,8 @@ fn ordered_matmuls_match_scalar_exactly() {
             (GgmlType::F16, 523),
         ] {
             let aty = wty.vec_dot_type();
-            let rows = 64;
+            // 72: sixteen-row groups and a remainder in the pieces matmul splits it into.
+            let rows = 72;
             let w: Vec<u8> = (0..rows)
                 .flat_map(|_| random_row(&mut rng, wty, cols))
                 .collect();

@@ -3,4 +3,5 @@
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod fp_gemm;
+pub(crate) mod gemv16;
 pub(crate) mod tile;

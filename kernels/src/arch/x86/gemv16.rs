@@ -1,0 +1,174 @@
+//! Decode (one token) against sixteen weight rows at a time, on AVX-512 with VNNI: the rows sit
+//! in the sixteen lanes of one float accumulator, so each row's chain of per-block FMAs is one
+//! lane of a vector FMA. That is the order of llama.cpp's repacked GEMV (`dot::dot_rows8_fn`):
+//! per row `acc = fma(isum as f32, d_w * d_a, acc)` block after block for Q4_0.
+//!
+//! Per row, four consecutive Q4_0 blocks fill one 512-bit register (one 128-bit lane per block),
+//! so a single `vpdpbusd` per nibble half does the byte products of 128 weights; the sixteen
+//! rows' partial sums are then reduced and transposed together (`transpose_sum16x4`) into one
+//! vector per block with row r in lane r. Weight scales come in by a gather, row r in lane r.
+//! Integer sums are exact, so the way they are formed does not change the result.
+//!
+//! Reached only through `install`, which dispatch calls on its AVX-512 path after detecting
+//! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
+
+use crate::dot::Gemv16Fn;
+use crate::formats::GgmlType;
+use std::arch::x86_64::*;
+
+/// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
+pub(crate) fn install(gemv16_rows8: &mut [Option<Gemv16Fn>; 11]) {
+    gemv16_rows8[GgmlType::Q4_0.index()] = Some(gemv16_q4_0);
+}
+
+fn gemv16_q4_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+    // SAFETY: only installed by dispatch after the features of gemv16_q4_0_impl were detected.
+    unsafe { gemv16_q4_0_impl(w, w_row, a) }
+}
+
+/// Sixteen vectors of four blocks by four i32 partial sums (128-bit lane k: block k) reduced to
+/// four vectors, one per block, with the sum of vector r's lane k in lane r (exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transpose_sum16x4(p: &[__m512i; 16]) -> [__m512i; 4] {
+    // Pairs of rows: in each lane k, [a0+a2, b0+b2, a1+a3, b1+b3].
+    let q: [__m512i; 8] = std::array::from_fn(|j| {
+        let (a, b) = (p[2 * j], p[2 * j + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    });
+    // Quads of rows: in each lane k, rows 4m..4m+4 complete.
+    let r: [__m512i; 4] = std::array::from_fn(|m| {
+        let (a, b) = (q[2 * m], q[2 * m + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    });
+    // A 4 x 4 transpose of 128-bit lanes: block k of quad m goes to lane m of vector k.
+    let t0 = _mm512_shuffle_i32x4::<0x44>(r[0], r[1]);
+    let t1 = _mm512_shuffle_i32x4::<0xee>(r[0], r[1]);
+    let t2 = _mm512_shuffle_i32x4::<0x44>(r[2], r[3]);
+    let t3 = _mm512_shuffle_i32x4::<0xee>(r[2], r[3]);
+    [
+        _mm512_shuffle_i32x4::<0x88>(t0, t2),
+        _mm512_shuffle_i32x4::<0xdd>(t0, t2),
+        _mm512_shuffle_i32x4::<0x88>(t1, t3),
+        _mm512_shuffle_i32x4::<0xdd>(t1, t3),
+    ]
+}
+
+/// Up to four 16-byte pieces, `at(k)` for k < nk, as the 128-bit lanes of one register (zeros
+/// past nk).
+///
+/// # Safety
+/// Each `at(k)` for k < nk must point at 16 readable bytes.
+#[inline(always)]
+unsafe fn lanes4<const NK: usize>(at: impl Fn(usize) -> *const u8) -> __m512i {
+    // SAFETY: as the caller promises; loadu has no alignment requirement.
+    unsafe {
+        let l = |k: usize| _mm_loadu_si128(at(k) as *const __m128i);
+        let mut v = _mm512_castsi128_si512(l(0));
+        if NK < 2 {
+            v = _mm512_maskz_mov_epi64(0x03, v);
+        } else {
+            v = _mm512_inserti32x4::<1>(v, l(1));
+        }
+        v = _mm512_inserti32x4::<2>(v, if NK > 2 { l(2) } else { _mm_setzero_si128() });
+        _mm512_inserti32x4::<3>(v, if NK > 3 { l(3) } else { _mm_setzero_si128() })
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+    const WB: usize = 18; // f16 scale + 16 nibble bytes
+    const AB: usize = 34; // f16 scale + 32 quants
+    let nb = a.len() / AB;
+    // Every read below lies inside these bounds (the gather reads 4 bytes at a block's start).
+    assert!(
+        a.len() == nb * AB && w.len() >= 15 * w_row + nb * WB && nb * WB <= w_row,
+        "gemv16: 16 weight rows of {nb} Q4_0 blocks do not fit the slices"
+    );
+    assert!(
+        16 * w_row <= i32::MAX as usize,
+        "gemv16: rows too long for the scale gather"
+    );
+    let row_at = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(w_row as i32),
+    );
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    // SAFETY: the reads stay inside the bounds asserted above; this fn has the features.
+    unsafe {
+        while i + 4 <= nb {
+            acc = q4_0_chunk::<4>(w, w_row, a, i, row_at, acc);
+            i += 4;
+        }
+        acc = match nb - i {
+            1 => q4_0_chunk::<1>(w, w_row, a, i, row_at, acc),
+            2 => q4_0_chunk::<2>(w, w_row, a, i, row_at, acc),
+            3 => q4_0_chunk::<3>(w, w_row, a, i, row_at, acc),
+            _ => acc,
+        };
+    }
+    let mut out = [0f32; 16];
+    // SAFETY: `out` is sixteen f32s; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// Blocks `i..i + NK` (NK <= 4) of sixteen rows into `acc`, block after block.
+///
+/// # Safety
+/// The features of `gemv16_q4_0_impl`; blocks `i..i + NK` exist in all sixteen rows and in `a`.
+#[inline(always)]
+unsafe fn q4_0_chunk<const NK: usize>(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    i: usize,
+    row_at: __m512i,
+    mut acc: __m512,
+) -> __m512 {
+    const WB: usize = 18;
+    const AB: usize = 34;
+    // SAFETY: as the caller promises.
+    unsafe {
+        let (wp, ap) = (w.as_ptr().add(i * WB), a.as_ptr().add(i * AB));
+        let m4 = _mm512_set1_epi8(0x0f);
+        let eight = _mm512_set1_epi8(8);
+        // The token's blocks: the first 16 quants of block k in lane k, the last 16 likewise.
+        let ylo = lanes4::<NK>(|k| ap.add(k * AB + 2));
+        let yhi = lanes4::<NK>(|k| ap.add(k * AB + 18));
+        // Nibbles are unsigned 0..15; -8 * (the token's block sums) makes the sums (x - 8) . y.
+        let e = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, ylo),
+            eight,
+            yhi,
+        );
+        let bias = _mm512_sub_epi32(_mm512_setzero_si512(), e);
+        let mut p = [_mm512_setzero_si512(); 16];
+        for (r, p) in p.iter_mut().enumerate() {
+            let x = wp.add(r * w_row);
+            // Sixteen interleaved streams: fetch this stretch of the row sixteen further on,
+            // ahead of the hardware prefetcher (decode reads each weight once).
+            let ahead = x.wrapping_add(16 * w_row);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
+            let q = lanes4::<NK>(|k| x.add(k * WB + 2));
+            let lo = _mm512_and_si512(q, m4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+            *p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, ylo), hi, yhi);
+        }
+        let s = transpose_sum16x4(&p);
+        for (k, s) in s.iter().enumerate().take(NK) {
+            // Row r's scale (the f16 at its block's start) in lane r.
+            let g = _mm512_i32gather_epi32::<1>(
+                _mm512_add_epi32(row_at, _mm512_set1_epi32((k * WB) as i32)),
+                wp as *const i32,
+            );
+            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+            let dy = half::f16::from_le_bytes([*ap.add(k * AB), *ap.add(k * AB + 1)]).to_f32();
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, acc);
+        }
+        acc
+    }
+}
