@@ -1,13 +1,20 @@
 //! Decode (one token) against sixteen weight rows at a time, on AVX-512 with VNNI: the rows sit
 //! in the sixteen lanes of one float accumulator, so each row's chain of per-block FMAs is one
 //! lane of a vector FMA. That is the order of llama.cpp's repacked GEMV (`dot::dot_rows8_fn`):
-//! per row `acc = fma(isum as f32, d_w * d_a, acc)` block after block for Q4_0.
+//! per row `acc = fma(isum as f32, d_w * d_a, acc)` block after block for Q4_0, and per
+//! super-block for Q4_K (with a second accumulator for the mins, subtracted at the end).
 //!
-//! Per row, four consecutive Q4_0 blocks fill one 512-bit register (one 128-bit lane per block),
-//! so a single `vpdpbusd` per nibble half does the byte products of 128 weights; the sixteen
-//! rows' partial sums are then reduced and transposed together (`transpose_sum16x4`) into one
-//! vector per block with row r in lane r. Weight scales come in by a gather, row r in lane r.
-//! Integer sums are exact, so the way they are formed does not change the result.
+//! - Q4_0: per row, four consecutive blocks fill one 512-bit register (one 128-bit lane per
+//!   block), so a single `vpdpbusd` per nibble half does the byte products of 128 weights; the
+//!   sixteen rows' partial sums are then reduced and transposed together (`transpose_sum16x4`)
+//!   into one vector per block with row r in lane r.
+//! - Q4_K: per row, four `vpdpbusd` cover a super-block, two sub-blocks per register; the sums
+//!   reduce into one vector per sub-block with the sixteen rows in lanes (`subblock_sums16`), so
+//!   the 6-bit scales and mins are unpacked sixteen rows at a time and applied with `vpmulld`.
+//!
+//! Weight scales come in by gathers, in the lane order of the sums. Integer sums are exact, so the
+//! way they are formed does not change the result. Partial sums are reduced as they come: kept
+//! for all sixteen rows they spill to the stack, and those stores slow the weight loads.
 //!
 //! Reached only through `install`, which dispatch calls on its AVX-512 path after detecting
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
@@ -19,6 +26,12 @@ use std::arch::x86_64::*;
 /// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
 pub(crate) fn install(gemv16_rows8: &mut [Option<Gemv16Fn>; 11]) {
     gemv16_rows8[GgmlType::Q4_0.index()] = Some(gemv16_q4_0);
+    gemv16_rows8[GgmlType::Q4K.index()] = Some(gemv16_q4_k);
+}
+
+fn gemv16_q4_k(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+    // SAFETY: only installed by dispatch after the features of gemv16_q4_k_impl were detected.
+    unsafe { gemv16_q4_k_impl(w, w_row, a) }
 }
 
 fn gemv16_q4_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
@@ -171,4 +184,175 @@ unsafe fn q4_0_chunk<const NK: usize>(
         }
         acc
     }
+}
+
+/// The lane order of `subblock_sums16`'s vectors: lane l holds row `Q4K_ROWS[l]`.
+const Q4K_ROWS: [i32; 16] = [0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15];
+
+/// One row's super-block sums (`d[0]`: sub-blocks 0 | 2, `d[1]`: 1 | 3, `d[2]`: 4 | 6, `d[3]`:
+/// 5 | 7, eight i32 partial sums per sub-block) folded to four per 128-bit lane: in lanes 0 and
+/// 1 halves of sub-blocks [0, 1, 4, 5], in lanes 2 and 3 those of [2, 3, 6, 7] (exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn row_sums(d: [__m512i; 4]) -> __m512i {
+    let pair32 = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let (e01, e23) = (pair32(d[0], d[1]), pair32(d[2], d[3]));
+    _mm512_add_epi32(
+        _mm512_unpacklo_epi64(e01, e23),
+        _mm512_unpackhi_epi64(e01, e23),
+    )
+}
+
+/// Two rows' `row_sums` completed: lanes 0, 1 row a ([0, 1, 4, 5], [2, 3, 6, 7]), lanes 2, 3
+/// row b.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_rows(a: __m512i, b: __m512i) -> __m512i {
+    _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x88>(a, b),
+        _mm512_shuffle_i32x4::<0xdd>(a, b),
+    )
+}
+
+/// Eight `pair_rows` vectors (rows 2j, 2j + 1 in `g[j]`) as one vector per sub-block, the row
+/// in lane l being `Q4K_ROWS[l]` (a transpose: no arithmetic).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn subblock_sums16(g: &[__m512i; 8]) -> [__m512i; 8] {
+    // A 4 x 4 transpose inside each 128-bit lane, for vectors g[4h..4h + 4]: k[h][p] holds
+    // position p of each, so in lane 0 sub-block [0, 1, 4, 5][p] of rows 8h + 0, 2, 4, 6.
+    let k: [[__m512i; 4]; 2] = std::array::from_fn(|h| {
+        let g = &g[4 * h..4 * h + 4];
+        let lo01 = _mm512_unpacklo_epi32(g[0], g[1]);
+        let hi01 = _mm512_unpackhi_epi32(g[0], g[1]);
+        let lo23 = _mm512_unpacklo_epi32(g[2], g[3]);
+        let hi23 = _mm512_unpackhi_epi32(g[2], g[3]);
+        [
+            _mm512_unpacklo_epi64(lo01, lo23),
+            _mm512_unpackhi_epi64(lo01, lo23),
+            _mm512_unpacklo_epi64(hi01, hi23),
+            _mm512_unpackhi_epi64(hi01, hi23),
+        ]
+    });
+    // Sub-blocks [0, 1, 4, 5][p] from lanes 0 and 2, [2, 3, 6, 7][p] from lanes 1 and 3.
+    let a = |p: usize| _mm512_shuffle_i32x4::<0x88>(k[0][p], k[1][p]);
+    let b = |p: usize| _mm512_shuffle_i32x4::<0xdd>(k[0][p], k[1][p]);
+    [a(0), a(1), b(0), b(1), a(2), a(3), b(2), b(3)]
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+    const WB: usize = 144; // d, dmin (f16), 12 scale bytes, 128 nibble bytes
+    const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
+    let nb = a.len() / AB;
+    // Every read below lies inside these bounds.
+    assert!(
+        a.len() == nb * AB && w.len() >= 15 * w_row + nb * WB && nb * WB <= w_row,
+        "gemv16: 16 weight rows of {nb} Q4_K blocks do not fit the slices"
+    );
+    assert!(
+        16 * w_row <= i32::MAX as usize,
+        "gemv16: rows too long for the scale gather"
+    );
+    // SAFETY: Q4K_ROWS is sixteen i32s; loadu has no alignment requirement.
+    let rows = unsafe { _mm512_loadu_si512(Q4K_ROWS.as_ptr() as *const _) };
+    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let (m4, m6, m2h) = (
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi32(63),
+        _mm512_set1_epi32(0x30),
+    );
+    let m4d = _mm512_set1_epi32(0x0f);
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_m = _mm512_setzero_ps();
+    // SAFETY: the reads stay inside the bounds asserted above; this fn has the features.
+    unsafe {
+        for i in 0..nb {
+            let (wp, y) = (w.as_ptr().add(i * WB), a.as_ptr().add(i * AB));
+            let ld = |o: usize| _mm256_loadu_si256(y.add(4 + o) as *const __m256i);
+            let two = |lo: usize, hi: usize| {
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld(lo)), ld(hi))
+            };
+            // The token's quants against the registers of nibbles below: sub-blocks 0 | 2,
+            // 1 | 3, 4 | 6, 5 | 7.
+            let ys = [two(0, 64), two(32, 96), two(128, 192), two(160, 224)];
+            // Row r's four sums of its super-block (sub-blocks 0 | 2, 1 | 3, 4 | 6, 5 | 7).
+            let row = |r: usize| {
+                let x = wp.add(r * w_row);
+                // Sixteen interleaved streams: fetch this block of the row sixteen further on,
+                // ahead of the hardware prefetcher (no line of the 144 bytes is skipped).
+                let ahead = x.wrapping_add(16 * w_row);
+                for o in [0, 48, 96, WB - 1] {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+                }
+                // Chunks of 32 bytes: low nibbles are sub-block 2c, high nibbles 2c + 1.
+                let q01 = _mm512_loadu_si512(x.add(16) as *const _);
+                let q23 = _mm512_loadu_si512(x.add(80) as *const _);
+                let z = _mm512_setzero_si512();
+                let hi = |q: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                row_sums([
+                    _mm512_dpbusd_epi32(z, _mm512_and_si512(q01, m4), ys[0]),
+                    _mm512_dpbusd_epi32(z, hi(q01), ys[1]),
+                    _mm512_dpbusd_epi32(z, _mm512_and_si512(q23, m4), ys[2]),
+                    _mm512_dpbusd_epi32(z, hi(q23), ys[3]),
+                ])
+            };
+            // Reduced as they come, so that the partial sums stay in registers.
+            let g: [__m512i; 8] = std::array::from_fn(|j| pair_rows(row(2 * j), row(2 * j + 1)));
+            let s = subblock_sums16(&g);
+            // The 12 scale bytes of each row as three dwords, and d | dmin.
+            let at = |o: i32| {
+                _mm512_i32gather_epi32::<1>(
+                    _mm512_add_epi32(row_at, _mm512_set1_epi32(o)),
+                    wp as *const i32,
+                )
+            };
+            let (dd, q0, q1, q2) = (at(0), at(4), at(8), at(12));
+            let byte = |v: __m512i, j: u32| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32));
+            let mut sumi = _mm512_setzero_si512();
+            let mut summ = _mm512_setzero_si512();
+            for (j, s) in s.iter().enumerate() {
+                // ggml's get_scale_min_k4, sixteen rows at a time.
+                let (sc, m) = if j < 4 {
+                    let j = j as u32;
+                    (
+                        _mm512_and_si512(byte(q0, j), m6),
+                        _mm512_and_si512(byte(q1, j), m6),
+                    )
+                } else {
+                    let j = j as u32 - 4;
+                    let hi2 =
+                        |v: __m512i| _mm512_and_si512(_mm512_srli_epi32::<2>(byte(v, j)), m2h);
+                    (
+                        _mm512_or_si512(_mm512_and_si512(byte(q2, j), m4d), hi2(q0)),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi32::<4>(byte(q2, j)), m4d),
+                            hi2(q1),
+                        ),
+                    )
+                };
+                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(*s, sc));
+                let bs = |k: usize| {
+                    i16::from_le_bytes([*y.add(260 + 2 * k), *y.add(261 + 2 * k)]) as i32
+                };
+                let bsum = bs(2 * j) + bs(2 * j + 1);
+                summ = _mm512_add_epi32(summ, _mm512_mullo_epi32(m, _mm512_set1_epi32(bsum)));
+            }
+            let dy = _mm512_set1_ps(f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]));
+            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+            let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, dy), acc);
+            acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(dmin, dy), acc_m);
+        }
+    }
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc, acc_m)) };
+    let mut out = [0f32; 16];
+    for (l, v) in lanes.into_iter().enumerate() {
+        out[Q4K_ROWS[l] as usize] = v;
+    }
+    out
 }
