@@ -39,16 +39,19 @@ fn gemv16_q4_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     unsafe { gemv16_q4_0_impl(w, w_row, a) }
 }
 
-/// Sixteen vectors of four blocks by four i32 partial sums (128-bit lane k: block k) reduced to
-/// four vectors, one per block, with the sum of vector r's lane k in lane r (exact).
+/// Two rows' vectors of four blocks by four i32 partial sums (128-bit lane k: block k) folded
+/// into one: in each lane k, [a0 + a2, b0 + b2, a1 + a3, b1 + b3] (exact).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn transpose_sum16x4(p: &[__m512i; 16]) -> [__m512i; 4] {
-    // Pairs of rows: in each lane k, [a0+a2, b0+b2, a1+a3, b1+b3].
-    let q: [__m512i; 8] = std::array::from_fn(|j| {
-        let (a, b) = (p[2 * j], p[2 * j + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
-    });
+fn pair_blocks(a: __m512i, b: __m512i) -> __m512i {
+    _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+}
+
+/// Eight `pair_blocks` vectors (rows 2j, 2j + 1 in `q[j]`) reduced to four vectors, one per
+/// block, with row r's sum of block k in lane r of vector k (exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transpose_sum16x4(q: &[__m512i; 8]) -> [__m512i; 4] {
     // Quads of rows: in each lane k, rows 4m..4m+4 complete.
     let r: [__m512i; 4] = std::array::from_fn(|m| {
         let (a, b) = (q[2 * m], q[2 * m + 1]);
@@ -157,20 +160,26 @@ unsafe fn q4_0_chunk<const NK: usize>(
             yhi,
         );
         let bias = _mm512_sub_epi32(_mm512_setzero_si512(), e);
-        let mut p = [_mm512_setzero_si512(); 16];
-        for (r, p) in p.iter_mut().enumerate() {
-            let x = wp.add(r * w_row);
-            // Sixteen interleaved streams: fetch this stretch of the row sixteen further on,
-            // ahead of the hardware prefetcher (decode reads each weight once).
-            let ahead = x.wrapping_add(16 * w_row);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
-            let q = lanes4::<NK>(|k| x.add(k * WB + 2));
-            let lo = _mm512_and_si512(q, m4);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-            *p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, ylo), hi, yhi);
+        // Reduced two rows at a time as they come, so that the partial sums stay in registers.
+        // (A loop, not a closure: this fn has no target features of its own for one to inherit.)
+        let mut q = [_mm512_setzero_si512(); 8];
+        for (j, q) in q.iter_mut().enumerate() {
+            let mut p = [_mm512_setzero_si512(); 2];
+            for (h, p) in p.iter_mut().enumerate() {
+                let x = wp.add((2 * j + h) * w_row);
+                // Sixteen interleaved streams: fetch this stretch of the row sixteen further on,
+                // ahead of the hardware prefetcher (decode reads each weight once).
+                let ahead = x.wrapping_add(16 * w_row);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
+                let v = lanes4::<NK>(|k| x.add(k * WB + 2));
+                let lo = _mm512_and_si512(v, m4);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                *p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, ylo), hi, yhi);
+            }
+            *q = pair_blocks(p[0], p[1]);
         }
-        let s = transpose_sum16x4(&p);
+        let s = transpose_sum16x4(&q);
         for (k, s) in s.iter().enumerate().take(NK) {
             // Row r's scale (the f16 at its block's start) in lane r.
             let g = _mm512_i32gather_epi32::<1>(
