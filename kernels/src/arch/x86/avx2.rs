@@ -386,14 +386,15 @@ unsafe fn dot4_with(
     step: impl Fn(&[u8], &[u8], __m256, &mut f32) -> __m256,
 ) -> [f32; 4] {
     let nb = a.len() / ab;
+    let ahead_rows = rows_ahead(w_row, 4);
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0f32; 4];
     for i in 0..nb {
         let y = &a[i * ab..][..ab];
         for (r, (acc, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
             // Four rows are four short interleaved streams, which the hardware prefetcher
-            // follows late: ask for the same place in the next four rows now.
-            let ahead = w.as_ptr().wrapping_add((r + 4) * w_row + i * wb);
+            // follows late: ask for the same place in rows further on now.
+            let ahead = w.as_ptr().wrapping_add((r + ahead_rows) * w_row + i * wb);
             _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
             *acc = step(&w[r * w_row + i * wb..][..wb], y, *acc, m);
         }
@@ -407,6 +408,13 @@ unsafe fn dot4_with(
             s
         }
     })
+}
+
+/// How many rows ahead a kernel working through `group` rows of `w_row` bytes at a time should
+/// prefetch: the next group, or as many groups as make about 8 KiB, so that short rows (a wide
+/// vocabulary over a narrow model) still ask early enough to cover the memory's latency.
+pub(super) fn rows_ahead(w_row: usize, group: usize) -> usize {
+    group * (8192 / (group * w_row).max(1)).max(1)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -470,6 +478,7 @@ safe_dot4! {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_q4_0_rows8_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
     let eight = _mm256_set1_epi8(8);
+    let ahead_rows = rows_ahead(w_row, 4);
     let mut acc = _mm_setzero_ps();
     for (i, y) in a.chunks_exact(34).enumerate() {
         // SAFETY: the Q8_0 block holds 32 quants at 2.
@@ -479,7 +488,7 @@ unsafe fn dot4_q4_0_rows8_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
         let mut d = [0f32; 4];
         for (r, (s, d)) in s.iter_mut().zip(d.iter_mut()).enumerate() {
             // As in dot4_with: the same place in the next four rows, ahead of the prefetcher.
-            let ahead = w.as_ptr().wrapping_add((r + 4) * w_row + i * 18);
+            let ahead = w.as_ptr().wrapping_add((r + ahead_rows) * w_row + i * 18);
             _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
             let x = &w[r * w_row + i * 18..][..18];
             // SAFETY: the block holds 16 nibble bytes at 2.

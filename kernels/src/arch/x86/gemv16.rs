@@ -19,19 +19,26 @@
 //! Reached only through `install`, which dispatch calls on its AVX-512 path after detecting
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
 
+use super::avx2::rows_ahead;
 use crate::dot::Gemv16Fn;
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
 /// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
-pub(crate) fn install(gemv16_rows8: &mut [Option<Gemv16Fn>; 11]) {
-    gemv16_rows8[GgmlType::Q4_0.index()] = Some(gemv16_q4_0);
-    gemv16_rows8[GgmlType::Q4K.index()] = Some(gemv16_q4_k);
+/// Each entry is (the GEMM order's kernel, the GEMV order's kernel), as `dot::dot_rows8_fn`.
+pub(crate) fn install(rows16: &mut [Option<(Gemv16Fn, Gemv16Fn)>; 11]) {
+    rows16[GgmlType::Q4_0.index()] = Some((gemv16_q4_0, gemv16_q4_0));
+    rows16[GgmlType::Q4K.index()] = Some((gemm16_q4_k, gemv16_q4_k));
 }
 
 fn gemv16_q4_k(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
-    // SAFETY: only installed by dispatch after the features of gemv16_q4_k_impl were detected.
-    unsafe { gemv16_q4_k_impl(w, w_row, a) }
+    // SAFETY: only installed by dispatch after the features of q4_k_rows16 were detected.
+    unsafe { q4_k_rows16::<false>(w, w_row, a) }
+}
+
+fn gemm16_q4_k(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+    // SAFETY: only installed by dispatch after the features of q4_k_rows16 were detected.
+    unsafe { q4_k_rows16::<true>(w, w_row, a) }
 }
 
 fn gemv16_q4_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
@@ -109,18 +116,19 @@ unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(w_row as i32),
     );
+    let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = _mm512_setzero_ps();
     let mut i = 0;
     // SAFETY: the reads stay inside the bounds asserted above; this fn has the features.
     unsafe {
         while i + 4 <= nb {
-            acc = q4_0_chunk::<4>(w, w_row, a, i, row_at, acc);
+            acc = q4_0_chunk::<4>(w, w_row, a, i, (row_at, ahead_rows), acc);
             i += 4;
         }
         acc = match nb - i {
-            1 => q4_0_chunk::<1>(w, w_row, a, i, row_at, acc),
-            2 => q4_0_chunk::<2>(w, w_row, a, i, row_at, acc),
-            3 => q4_0_chunk::<3>(w, w_row, a, i, row_at, acc),
+            1 => q4_0_chunk::<1>(w, w_row, a, i, (row_at, ahead_rows), acc),
+            2 => q4_0_chunk::<2>(w, w_row, a, i, (row_at, ahead_rows), acc),
+            3 => q4_0_chunk::<3>(w, w_row, a, i, (row_at, ahead_rows), acc),
             _ => acc,
         };
     }
@@ -140,7 +148,7 @@ unsafe fn q4_0_chunk<const NK: usize>(
     w_row: usize,
     a: &[u8],
     i: usize,
-    row_at: __m512i,
+    (row_at, ahead_rows): (__m512i, usize),
     mut acc: __m512,
 ) -> __m512 {
     const WB: usize = 18;
@@ -167,9 +175,9 @@ unsafe fn q4_0_chunk<const NK: usize>(
             let mut p = [_mm512_setzero_si512(); 2];
             for (h, p) in p.iter_mut().enumerate() {
                 let x = wp.add((2 * j + h) * w_row);
-                // Sixteen interleaved streams: fetch this stretch of the row sixteen further on,
+                // Sixteen interleaved streams: fetch this stretch of the rows further on,
                 // ahead of the hardware prefetcher (decode reads each weight once).
-                let ahead = x.wrapping_add(16 * w_row);
+                let ahead = x.wrapping_add(ahead_rows * w_row);
                 _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
                 let v = lanes4::<NK>(|k| x.add(k * WB + 2));
@@ -252,7 +260,9 @@ fn subblock_sums16(g: &[__m512i; 8]) -> [__m512i; 8] {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+/// Sixteen Q4_K rows against one Q8_K row: with `GEMM`, one FMA per 64-element chunk (the
+/// repacked GEMM's order), else one per super-block (its GEMV's).
+unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     const WB: usize = 144; // d, dmin (f16), 12 scale bytes, 128 nibble bytes
     const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
     let nb = a.len() / AB;
@@ -274,6 +284,7 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
         _mm512_set1_epi32(0x30),
     );
     let m4d = _mm512_set1_epi32(0x0f);
+    let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm512_setzero_ps();
     // SAFETY: the reads stay inside the bounds asserted above; this fn has the features.
@@ -290,9 +301,9 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
             // Row r's four sums of its super-block (sub-blocks 0 | 2, 1 | 3, 4 | 6, 5 | 7).
             let row = |r: usize| {
                 let x = wp.add(r * w_row);
-                // Sixteen interleaved streams: fetch this block of the row sixteen further on,
+                // Sixteen interleaved streams: fetch this block of the rows further on,
                 // ahead of the hardware prefetcher (no line of the 144 bytes is skipped).
-                let ahead = x.wrapping_add(16 * w_row);
+                let ahead = x.wrapping_add(ahead_rows * w_row);
                 for o in [0, 48, 96, WB - 1] {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 }
@@ -320,6 +331,10 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
             };
             let (dd, q0, q1, q2) = (at(0), at(4), at(8), at(12));
             let byte = |v: __m512i, j: u32| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32));
+            let dy = _mm512_set1_ps(f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]));
+            let dw = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)), dy);
+            let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
+            let dmin = _mm512_mul_ps(dmin, dy);
             let mut sumi = _mm512_setzero_si512();
             let mut summ = _mm512_setzero_si512();
             for (j, s) in s.iter().enumerate() {
@@ -348,12 +363,14 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
                 };
                 let bsum = bs(2 * j) + bs(2 * j + 1);
                 summ = _mm512_add_epi32(summ, _mm512_mullo_epi32(m, _mm512_set1_epi32(bsum)));
+                // The GEMM order: an FMA per chunk of two sub-blocks; the GEMV: per super-block.
+                if (GEMM && j % 2 == 1) || j == 7 {
+                    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), dw, acc);
+                    acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), dmin, acc_m);
+                    sumi = _mm512_setzero_si512();
+                    summ = _mm512_setzero_si512();
+                }
             }
-            let dy = _mm512_set1_ps(f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]));
-            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
-            let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, dy), acc);
-            acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(dmin, dy), acc_m);
         }
     }
     let mut lanes = [0f32; 16];

@@ -14,7 +14,7 @@
 //! Reached only through `install`, which dispatch calls after detecting avx2, fma and f16c.
 
 use super::avx2::{
-    dot_i8, dot_u8_i8, hsum_ps, nibbles, prep_q4_0, prep_q4_1, prep_q5_0, prep_q8_0,
+    dot_i8, dot_u8_i8, hsum_ps, nibbles, prep_q4_0, prep_q4_1, prep_q5_0, prep_q8_0, rows_ahead,
 };
 use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::GgmlType;
@@ -168,6 +168,7 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
     const WB: usize = 18; // f16 scale + 16 nibble bytes
     const AB: usize = 34; // f16 scale + 32 quants
     let nb = tile_blocks((w, w_row, 8, WB), (a, a_row, NT, 4, AB));
+    let ahead_rows = rows_ahead(w_row, 8);
     // SAFETY (the intrinsics below): the callers carry avx2, fma and f16c.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); NT];
@@ -175,9 +176,9 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
         let mut dw = [0u16; 8];
         for i in 0..nb {
             for (r, (x, d)) in xs.iter_mut().zip(dw.iter_mut()).enumerate() {
-                // Eight short interleaved streams: fetch the same place in the next eight rows
+                // Eight short interleaved streams: fetch the same place in rows further on
                 // now, ahead of the hardware prefetcher (decode reads each weight once).
-                let ahead = w.as_ptr().wrapping_add((r + 8) * w_row + i * WB);
+                let ahead = w.as_ptr().wrapping_add((r + ahead_rows) * w_row + i * WB);
                 _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 let blk = &w[r * w_row + i * WB..][..WB];
                 *d = u16::from_le_bytes([blk[0], blk[1]]);
