@@ -3,7 +3,7 @@
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
 use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
-use crate::dot::{Dot4Fn, Gemv16Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
+use crate::dot::{Dot4Fn, Gemv16Fn, Tile16Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
@@ -119,6 +119,8 @@ pub struct Kernels {
     /// Sixteen-row, one-token versions of `dot_rows8` (its GEMM and GEMV orders), where a path
     /// has them.
     rows16: [Option<(Gemv16Fn, Gemv16Fn)>; NT],
+    /// Sixteen-row, eight-token tiles of `dot_rows8` where its GEMM and GEMV orders agree.
+    tile16_rows8: [Option<Tile16Fn>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -198,6 +200,7 @@ fn build(path: KernelPath) -> Kernels {
         dot4_rows8: [None; NT],
         tile8_rows8: [None; NT],
         rows16: [None; NT],
+        tile16_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
         quant: GgmlType::ALL.map(crate::quant::activation_quant_fn),
@@ -218,7 +221,7 @@ fn build(path: KernelPath) -> Kernels {
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
             if vnni {
-                crate::arch::x86::gemv16::install(&mut k.rows16);
+                crate::arch::x86::gemv16::install(&mut k.rows16, &mut k.tile16_rows8);
             }
         }
     }
@@ -254,6 +257,8 @@ struct MatmulJob<'a> {
     tile4: Option<Tile4Fn>,
     /// Sixteen weight rows against one activation row: (for rows before `gemm_rows`, after).
     rows16: Option<(Gemv16Fn, Gemv16Fn)>,
+    /// Sixteen weight rows by all the activation rows of a batch tile.
+    tile16: Option<Tile16Fn>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -338,6 +343,7 @@ impl Kernels {
         // at a time and a GEMV for the rest.
         let t = wty.index();
         let mut rows16 = None;
+        let mut tile16 = None;
         let (dot, dot_tail, gemm_rows, dot4, tile8, tile4) =
             match (self.dot_gemm[t], self.dot_rows8[t]) {
                 (Some(gemm), _) if batch >= 2 && rows.is_multiple_of(4) => {
@@ -346,6 +352,9 @@ impl Kernels {
                 // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
                 (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => {
                     rows16 = self.rows16[t];
+                    if batch >= 2 {
+                        tile16 = self.tile16_rows8[t];
+                    }
                     (
                         gemm,
                         gemv,
@@ -370,6 +379,7 @@ impl Kernels {
                 tile8,
                 tile4,
                 rows16,
+                tile16,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
                 w_row,
@@ -494,6 +504,9 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         return;
     }
     let mut done = 0;
+    if let Some(tile16) = job.tile16 {
+        done = run_tiles(job, r0, n, done, &mut parts, tile16);
+    }
     if let Some((gemm16, gemv16)) = job.rows16 {
         while done + 16 <= n {
             let w = &job.w[(r0 + done) * job.w_row..][..16 * job.w_row];

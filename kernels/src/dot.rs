@@ -25,6 +25,9 @@ pub(crate) type Gemv16Fn = fn(&[u8], usize, &[u8]) -> [f32; 16];
 /// Eight weight rows by up to four activation rows.
 pub(crate) type Tile8Fn = TileFn<8, 4>;
 
+/// Sixteen weight rows by up to eight activation rows.
+pub(crate) type Tile16Fn = TileFn<16, 8>;
+
 /// Four weight rows by up to two activation rows.
 pub(crate) type Tile4Fn = TileFn<4, 2>;
 

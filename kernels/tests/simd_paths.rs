@@ -191,9 +191,10 @@ fn ordered_matmuls_match_scalar_exactly() {
     for k in paths() {
         for (wty, cols) in [
             (GgmlType::Q4_0, 512),
-            // Block counts that leave 1 and 3 blocks past the last group of four.
+            // Block counts that leave 1, 3 and 2 blocks past the last group of four.
             (GgmlType::Q4_0, 544),
             (GgmlType::Q4_0, 224),
+            (GgmlType::Q4_0, 576),
             (GgmlType::Q4K, 512),
             (GgmlType::Q4K, 768),
             (GgmlType::F32, 512),

@@ -20,13 +20,19 @@
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
 
 use super::avx2::rows_ahead;
-use crate::dot::Gemv16Fn;
+use super::tile::tile_blocks;
+use crate::dot::{Gemv16Fn, Tile16Fn};
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
 /// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
-/// Each entry is (the GEMM order's kernel, the GEMV order's kernel), as `dot::dot_rows8_fn`.
-pub(crate) fn install(rows16: &mut [Option<(Gemv16Fn, Gemv16Fn)>; 11]) {
+/// Each `rows16` entry is (the GEMM order's kernel, the GEMV order's kernel), as
+/// `dot::dot_rows8_fn`; `tile16` entries are for types whose two orders agree.
+pub(crate) fn install(
+    rows16: &mut [Option<(Gemv16Fn, Gemv16Fn)>; 11],
+    tile16: &mut [Option<Tile16Fn>; 11],
+) {
+    tile16[GgmlType::Q4_0.index()] = Some(tile16_q4_0);
     rows16[GgmlType::Q4_0.index()] = Some((gemv16_q4_0, gemv16_q4_0));
     rows16[GgmlType::Q4K.index()] = Some((gemm16_q4_k, gemv16_q4_k));
 }
@@ -136,6 +142,127 @@ unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     // SAFETY: `out` is sixteen f32s; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
     out
+}
+
+fn tile16_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 16]; 8] {
+    // SAFETY: only installed by dispatch after the features of tile16_q4_0_impl were detected.
+    unsafe { tile16_q4_0_impl(w, w_row, a, a_row, nt) }
+}
+
+/// Sixteen Q4_0 rows against `nt` (1..=8) Q8_0 rows: per four-block stretch, the rows' nibbles
+/// are unpacked and their scales gathered once for all the tokens.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile16_q4_0_impl(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 16]; 8] {
+    const WB: usize = 18;
+    const AB: usize = 34;
+    // Every read below lies inside these bounds (the gather reads 4 bytes at a block's start).
+    let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
+    assert!(
+        16 * w_row <= i32::MAX as usize,
+        "tile16: rows too long for the scale gather"
+    );
+    let row_at = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(w_row as i32),
+    );
+    let rows = (row_at, rows_ahead(w_row, 16));
+    let mut acc = [_mm512_setzero_ps(); 8];
+    let mut i = 0;
+    // SAFETY: the reads stay inside the bounds checked above; this fn has the features.
+    unsafe {
+        while i + 4 <= nb {
+            q4_0_tile_chunk::<4>(w, w_row, (a, a_row, nt), i, rows, &mut acc);
+            i += 4;
+        }
+        match nb - i {
+            1 => q4_0_tile_chunk::<1>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
+            2 => q4_0_tile_chunk::<2>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
+            3 => q4_0_tile_chunk::<3>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
+            _ => {}
+        }
+    }
+    let mut out = [[0f32; 16]; 8];
+    for (o, acc) in out.iter_mut().zip(acc).take(nt) {
+        // SAFETY: each output row is sixteen f32s; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+    }
+    out
+}
+
+/// Blocks `i..i + NK` (NK <= 4) of sixteen rows against `nt` tokens into `acc[t]`.
+///
+/// # Safety
+/// The features of `tile16_q4_0_impl`; blocks `i..i + NK` exist in all sixteen rows and in the
+/// `nt` activation rows.
+#[inline(always)]
+unsafe fn q4_0_tile_chunk<const NK: usize>(
+    w: &[u8],
+    w_row: usize,
+    (a, a_row, nt): (&[u8], usize, usize),
+    i: usize,
+    (row_at, ahead_rows): (__m512i, usize),
+    acc: &mut [__m512; 8],
+) {
+    const WB: usize = 18;
+    const AB: usize = 34;
+    // SAFETY: as the caller promises.
+    unsafe {
+        let wp = w.as_ptr().add(i * WB);
+        let m4 = _mm512_set1_epi8(0x0f);
+        let eight = _mm512_set1_epi8(8);
+        let mut xs = [[_mm512_setzero_si512(); 2]; 16];
+        for (r, x2) in xs.iter_mut().enumerate() {
+            let x = wp.add(r * w_row);
+            // The next rows' stretch, for the call after this one.
+            let ahead = x.wrapping_add(ahead_rows * w_row);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
+            let v = lanes4::<NK>(|k| x.add(k * WB + 2));
+            *x2 = [
+                _mm512_and_si512(v, m4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+            ];
+        }
+        let mut dw = [_mm512_setzero_ps(); 4];
+        for (k, d) in dw.iter_mut().enumerate().take(NK) {
+            let g = _mm512_i32gather_epi32::<1>(
+                _mm512_add_epi32(row_at, _mm512_set1_epi32((k * WB) as i32)),
+                wp as *const i32,
+            );
+            *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        }
+        for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+            let ap = a.as_ptr().add(t * a_row + i * AB);
+            let ylo = lanes4::<NK>(|k| ap.add(k * AB + 2));
+            let yhi = lanes4::<NK>(|k| ap.add(k * AB + 18));
+            let e = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, ylo),
+                eight,
+                yhi,
+            );
+            let bias = _mm512_sub_epi32(_mm512_setzero_si512(), e);
+            let mut q = [_mm512_setzero_si512(); 8];
+            for (j, q) in q.iter_mut().enumerate() {
+                let (a, b) = (&xs[2 * j], &xs[2 * j + 1]);
+                *q = pair_blocks(
+                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, a[0], ylo), a[1], yhi),
+                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, b[0], ylo), b[1], yhi),
+                );
+            }
+            let s = transpose_sum16x4(&q);
+            for (k, (s, dw)) in s.iter().zip(&dw).enumerate().take(NK) {
+                let dy = half::f16::from_le_bytes([*ap.add(k * AB), *ap.add(k * AB + 1)]).to_f32();
+                let d = _mm512_mul_ps(*dw, _mm512_set1_ps(dy));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, *acc);
+            }
+        }
+    }
 }
 
 /// Blocks `i..i + NK` (NK <= 4) of sixteen rows into `acc`, block after block.

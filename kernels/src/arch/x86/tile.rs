@@ -41,7 +41,7 @@ fn tile8_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f3
 
 /// The blocks per row of a tile call, after checking that `rows` weight rows and `nt` (1..=max)
 /// activation rows of that many blocks lie inside the slices: the kernels' reads rely on it.
-fn tile_blocks(
+pub(super) fn tile_blocks(
     (w, w_row, rows, wb): (&[u8], usize, usize, usize),
     (a, a_row, nt, max, ab): (&[u8], usize, usize, usize, usize),
 ) -> usize {
