@@ -112,6 +112,8 @@ pub struct Kernels {
     dot4: [Option<Dot4Fn>; NT],
     /// Four-row, two-token tiles of `dot` (same order per output), where a path has them.
     tile4: [Option<Tile4Fn>; NT],
+    /// Eight-row, four-token tiles of `dot` (same order per output), where a path has them.
+    tile8: [Option<Tile8Fn>; NT],
     /// Four-row versions of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
     dot4_rows8: [Option<Dot4Fn>; NT],
     /// Eight-row, four-token tiles of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
@@ -197,6 +199,7 @@ fn build(path: KernelPath) -> Kernels {
         dot4_gemm: [None; NT],
         dot4: [None; NT],
         tile4: [None; NT],
+        tile8: [None; NT],
         dot4_rows8: [None; NT],
         tile8_rows8: [None; NT],
         rows16: [None; NT],
@@ -221,6 +224,7 @@ fn build(path: KernelPath) -> Kernels {
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
             if vnni {
+                crate::arch::x86::vnni_tile::install(&mut k.tile8);
                 crate::arch::x86::gemv16::install(&mut k.rows16, &mut k.tile16_rows8);
             }
         }
@@ -251,7 +255,8 @@ struct MatmulJob<'a> {
     /// Four weight rows at a time, where the path has it; only where `dot` and `dot_tail` compute
     /// in the same order.
     dot4: Option<Dot4Fn>,
-    /// Eight weight rows by four activation rows at a time, under the same condition.
+    /// Eight weight rows by four activation rows at a time (in the order of `dot`, or of
+    /// `dot_rows8` where it applies), under the same condition.
     tile8: Option<Tile8Fn>,
     /// Four weight rows by two activation rows at a time, under the same condition.
     tile4: Option<Tile4Fn>,
@@ -366,8 +371,12 @@ impl Kernels {
                 }
                 _ => {
                     let d = self.dot[t];
-                    let tile4 = if batch >= 2 { self.tile4[t] } else { None };
-                    (d, d, batch, self.dot4[t], None, tile4)
+                    let (tile8, tile4) = if batch >= 2 {
+                        (self.tile8[t], self.tile4[t])
+                    } else {
+                        (None, None)
+                    };
+                    (d, d, batch, self.dot4[t], tile8, tile4)
                 }
             };
         for b0 in (0..batch).step_by(BATCH_TILE) {

@@ -5,3 +5,4 @@ pub(crate) mod avx512;
 pub(crate) mod fp_gemm;
 pub(crate) mod gemv16;
 pub(crate) mod tile;
+pub(crate) mod vnni_tile;

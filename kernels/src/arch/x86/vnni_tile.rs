@@ -1,0 +1,170 @@
+//! Prompt tiles on AVX-512 VNNI for the formats that follow ggml's vec_dot order (Q4_0, Q4_1,
+//! Q5_0, Q8_0): eight weight rows by up to four tokens, two rows per 512-bit register.
+//!
+//! Each output keeps the one-row kernels' state exactly: an 8-lane f32 accumulator that gets
+//! `fma(d_w * d_a, isum lanes, acc)` block after block (lane l's integer sum covering bytes
+//! 4l..4l + 4 of the block, as `maddubs` + `madd` form it), a scalar min term for Q4_1, and
+//! `hsum_ps` at the end. Here rows a and b of a pair share a register, row a in the low 256 bits,
+//! so one `vpdpbusd` forms both rows' eight lane sums. VNNI multiplies unsigned by signed bytes:
+//! weights are moved up to unsigned (Q8_0 + 128, Q5_0 + 16, Q4_0 + 8; Q4_1 already is) and the
+//! sum starts from -offset * (the token's lane sums), which makes each lane's sum exact again.
+//!
+//! Reached only through `install`, which dispatch calls on its AVX-512 path after detecting
+//! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
+
+use super::avx2::{hsum_ps, nibbles};
+use super::tile::tile_blocks;
+use crate::dot::Tile8Fn;
+use crate::formats::GgmlType;
+use std::arch::x86_64::*;
+
+/// Installs this file's tiles into the table of vec_dot-order eight-row tiles.
+pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11]) {
+    tile8[GgmlType::Q4_0.index()] = Some(tile8_q4_0);
+    tile8[GgmlType::Q4_1.index()] = Some(tile8_q4_1);
+    tile8[GgmlType::Q5_0.index()] = Some(tile8_q5_0);
+    tile8[GgmlType::Q8_0.index()] = Some(tile8_q8_0);
+}
+
+/// A pair of 32-byte halves as one register (`lo` in the low 256 bits).
+#[inline(always)]
+unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    // SAFETY: the callers carry avx512f.
+    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi) }
+}
+
+/// The f16 at `p` as an f32 (a weight or activation block's scale).
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the callers point at two readable bytes.
+    half::f16::from_le_bytes(unsafe { [*p, *p.add(1)] }).to_f32()
+}
+
+/// Eight rows against `nt` (1..=4) tokens; see the file's notes. `(wb, ab, q_at)`: weight block
+/// bytes, activation block bytes, offset of the activation block's 32 quants; `offset`: what
+/// `prep` added to the weights (0 for none); `mins`: Q4_1's min term (weight min at 2,
+/// activation sum at 2). `prep(x_a, x_b)` gives two rows' blocks as unsigned bytes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile8_pairs_with(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+    (wb, ab, q_at): (usize, usize, usize),
+    (offset, mins): (u8, bool),
+    prep: impl Fn(*const u8, *const u8) -> __m512i,
+) -> [[f32; 8]; 4] {
+    let nb = tile_blocks((w, w_row, 8, wb), (a, a_row, nt, 4, ab));
+    // SAFETY: every pointer below stays inside blocks that tile_blocks checked; the callers carry
+    // the features.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        let mut min_acc = [_mm256_setzero_ps(); 4];
+        let off = _mm512_set1_epi8(offset as i8);
+        // Pair p's scale lanes: row 2p eight times, then row 2p + 1.
+        let pair_idx: [__m512i; 4] = std::array::from_fn(|p| {
+            let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
+            _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+        });
+        for i in 0..nb {
+            let x = |r: usize| w.as_ptr().add(r * w_row + i * wb);
+            let mut u = [_mm512_setzero_si512(); 4];
+            for (p, u) in u.iter_mut().enumerate() {
+                *u = prep(x(2 * p), x(2 * p + 1));
+            }
+            let dw: [u16; 8] = std::array::from_fn(|r| u16::from_le_bytes([*x(r), *x(r).add(1)]));
+            // `dw` is eight u16s; loadu has no alignment requirement.
+            let dw8 = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i));
+            let mw8 = if mins {
+                let mw: [u16; 8] =
+                    std::array::from_fn(|r| u16::from_le_bytes([*x(r).add(2), *x(r).add(3)]));
+                _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for (t, (acc, min_acc)) in acc.iter_mut().zip(min_acc.iter_mut()).enumerate().take(nt) {
+                let y = a.as_ptr().add(t * a_row + i * ab);
+                let qy = _mm256_loadu_si256(y.add(q_at) as *const __m256i);
+                let yy = join(qy, qy);
+                let start = if offset == 0 {
+                    _mm512_setzero_si512()
+                } else {
+                    let e = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, yy);
+                    _mm512_sub_epi32(_mm512_setzero_si512(), e)
+                };
+                // Each row's d_w * d_a, the f32 product the one-row kernel broadcasts.
+                let d8 = _mm512_castps256_ps512(_mm256_mul_ps(dw8, _mm256_set1_ps(f16_at(y))));
+                if mins {
+                    let sy = _mm256_set1_ps(f16_at(y.add(2)));
+                    *min_acc = _mm256_add_ps(*min_acc, _mm256_mul_ps(mw8, sy));
+                }
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let s = _mm512_dpbusd_epi32(start, u[p], yy);
+                    let d = _mm512_permutexvar_ps(pair_idx[p], d8);
+                    *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), *acc);
+                }
+            }
+        }
+        let mut out = [[0f32; 8]; 4];
+        for t in 0..nt {
+            let mut m = [0f32; 8];
+            // `m` is eight f32s; storeu has no alignment requirement.
+            _mm256_storeu_ps(m.as_mut_ptr(), min_acc[t]);
+            for (p, acc) in acc[t].iter().enumerate() {
+                let lo = _mm512_castps512_ps256(*acc);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
+                for (r, half) in [(2 * p, lo), (2 * p + 1, hi)] {
+                    let s = hsum_ps(half);
+                    out[t][r] = if mins { s + m[r] } else { s };
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The two rows' 16 nibble bytes at `at` of each block, unpacked (low nibbles first).
+#[inline(always)]
+unsafe fn nibble_pair(xa: *const u8, xb: *const u8, at: usize) -> __m512i {
+    // SAFETY: the callers' blocks hold 16 nibble bytes at `at`.
+    unsafe {
+        let n = |x: *const u8| nibbles(std::slice::from_raw_parts(x.add(at), 16));
+        join(n(xa), n(xb))
+    }
+}
+
+/// One eight-row tile per format: the safe entry point and its body over `tile8_pairs_with`.
+macro_rules! vnni_tiles {
+    ($($name:ident => $imp:ident: $sizes:expr, $off:expr, |$xa:ident, $xb:ident| $prep:expr;)*) => {$(
+        fn $name(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 8]; 4] {
+            // SAFETY: only installed by dispatch after the features of $imp were detected.
+            unsafe { $imp(w, w_row, a, a_row, nt) }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $imp(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 8]; 4] {
+            // SAFETY: this fn has the features the closures need; tile8_pairs_with hands `prep`
+            // the starts of whole weight blocks of the size given.
+            unsafe { tile8_pairs_with(w, w_row, a, a_row, nt, $sizes, $off, |$xa, $xb| $prep) }
+        }
+    )*};
+}
+
+vnni_tiles! {
+    // Nibbles 0..15 stand for -8..7.
+    tile8_q4_0 => tile8_q4_0_impl: (18, 34, 2), (8, false), |xa, xb| nibble_pair(xa, xb, 2);
+    tile8_q4_1 => tile8_q4_1_impl: (20, 36, 4), (0, true), |xa, xb| nibble_pair(xa, xb, 4);
+    // Nibble | fifth bit << 4 (the 32 bits of qh, one per quant) stands for -16..15.
+    tile8_q5_0 => tile8_q5_0_impl: (22, 34, 2), (16, false), |xa, xb| {
+        let qh = |x: *const u8| u32::from_le_bytes([*x.add(2), *x.add(3), *x.add(4), *x.add(5)]);
+        let bits = qh(xa) as u64 | ((qh(xb) as u64) << 32);
+        _mm512_or_si512(nibble_pair(xa, xb, 6), _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)))
+    };
+    // Signed bytes, flipped to unsigned: x + 128.
+    tile8_q8_0 => tile8_q8_0_impl: (34, 34, 2), (128, false), |xa, xb| {
+        let l = |x: *const u8| _mm256_loadu_si256(x.add(2) as *const __m256i);
+        _mm512_xor_si512(join(l(xa), l(xb)), _mm512_set1_epi8(-128))
+    };
+}
