@@ -224,7 +224,7 @@ fn build(path: KernelPath) -> Kernels {
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
             if vnni {
-                crate::arch::x86::vnni_tile::install(&mut k.tile8);
+                crate::arch::x86::vnni_tile::install(&mut k.tile8, &mut k.tile4);
                 crate::arch::x86::gemv16::install(&mut k.rows16, &mut k.tile16_rows8);
             }
         }

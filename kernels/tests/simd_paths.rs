@@ -254,9 +254,11 @@ fn matmul_tiles_match_the_paths_own_dot_exactly() {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
+            GgmlType::Q6K,
         ] {
             let aty = wty.vec_dot_type();
-            let cols = 256;
+            // Two super-blocks for Q6_K.
+            let cols = 512;
             // 12 rows: not a multiple of 8, so Q4_0 takes ggml's vec_dot order too.
             let rows = 12 + 3;
             let w: Vec<u8> = (0..rows)

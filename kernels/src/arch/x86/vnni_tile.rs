@@ -1,5 +1,6 @@
-//! Prompt tiles on AVX-512 VNNI for the formats that follow ggml's vec_dot order (Q4_0, Q4_1,
-//! Q5_0, Q8_0): eight weight rows by up to four tokens, two rows per 512-bit register.
+//! Prompt tiles on AVX-512 VNNI for the formats that follow ggml's vec_dot order: Q4_0, Q4_1,
+//! Q5_0 and Q8_0 eight weight rows by up to four tokens, Q6_K four rows by up to two tokens
+//! (`tile_q6_k_impl`), two rows per 512-bit register.
 //!
 //! Each output keeps the one-row kernels' state exactly: an 8-lane f32 accumulator that gets
 //! `fma(d_w * d_a, isum lanes, acc)` block after block (lane l's integer sum covering bytes
@@ -14,12 +15,13 @@
 
 use super::avx2::{hsum_ps, nibbles};
 use super::tile::tile_blocks;
-use crate::dot::Tile8Fn;
+use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
-/// Installs this file's tiles into the table of vec_dot-order eight-row tiles.
-pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11]) {
+/// Installs this file's tiles into the tables of vec_dot-order tiles.
+pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11], tile4: &mut [Option<Tile4Fn>; 11]) {
+    tile4[GgmlType::Q6K.index()] = Some(tile4_q6_k);
     tile8[GgmlType::Q4_0.index()] = Some(tile8_q4_0);
     tile8[GgmlType::Q4_1.index()] = Some(tile8_q4_1);
     tile8[GgmlType::Q5_0.index()] = Some(tile8_q5_0);
@@ -167,4 +169,107 @@ vnni_tiles! {
         let l = |x: *const u8| _mm256_loadu_si256(x.add(2) as *const __m256i);
         _mm512_xor_si512(join(l(xa), l(xb)), _mm512_set1_epi8(-128))
     };
+}
+
+fn tile4_q6_k(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 4]; 2] {
+    // SAFETY: only installed by dispatch after the features of tile_q6_k_impl were detected.
+    unsafe { tile_q6_k_impl::<2, 2, 4>(w, w_row, a, a_row, nt) }
+}
+
+/// Q6_K rows, `P` pairs of them (`R` = 2P), against up to `T` tokens, in the one-row kernel's
+/// order (`avx512::dot_q6_k_impl`, `avx2::q6_k_block_sums`): per output and super-block, eight
+/// i32 lanes (the 6-bit quants times the token's bytes in groups of four, times the 16-element
+/// scales, the two 64-element halves folded), less `32 * scales . bsums` lane by lane, into an
+/// 8-lane accumulator by one FMA with `d_w * d_a`. A row's quants and scales are unpacked once
+/// for all the tokens; its scales are spread to their lanes with one `vpermw` per 64 elements.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; R]; T] {
+    const WB: usize = 210; // ql[128], qh[64], scales[16] (i8), d (f16)
+    const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
+    assert_eq!(R, 2 * P, "tile_q6_k: R must be 2P");
+    let nb = tile_blocks((w, w_row, R, WB), (a, a_row, nt, T, AB));
+    // i16 lane j of 128-bit lane L of spread[q] takes scale 4q + L.
+    let spread: [__m512i; 4] = std::array::from_fn(|q| {
+        let lanes: [i16; 32] = std::array::from_fn(|j| (4 * q + j / 8) as i16);
+        // SAFETY: `lanes` is 64 bytes; loadu has no alignment requirement.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr() as *const _) }
+    });
+    let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    let mut acc = [[_mm512_setzero_ps(); P]; T];
+    // SAFETY: every pointer below stays inside blocks that tile_blocks checked; this fn has the
+    // features.
+    unsafe {
+        for i in 0..nb {
+            let x = |r: usize| w.as_ptr().add(r * w_row + i * WB);
+            let y = |t: usize| a.as_ptr().add(t * a_row + i * AB);
+            let mut sumi = [[_mm512_setzero_si512(); T]; R];
+            let mut sc16 = [_mm256_setzero_si256(); R];
+            for (r, (sumi, sc16)) in sumi.iter_mut().zip(sc16.iter_mut()).enumerate() {
+                let x = x(r);
+                *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
+                let s512 = _mm512_castsi256_si512(*sc16);
+                for h in 0..2 {
+                    let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
+                    let qh = _mm256_loadu_si256(x.add(128 + 32 * h) as *const __m256i);
+                    let qh_a = join(qh, _mm256_srli_epi16::<2>(qh));
+                    let qh_b = join(_mm256_srli_epi16::<4>(qh), _mm256_srli_epi16::<6>(qh));
+                    // Elements 0..64 of this half, then 64..128.
+                    let qa = _mm512_or_si512(
+                        _mm512_and_si512(ql, m4),
+                        _mm512_slli_epi16::<4>(_mm512_and_si512(qh_a, m2)),
+                    );
+                    let qb = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                        _mm512_slli_epi16::<4>(_mm512_and_si512(qh_b, m2)),
+                    );
+                    let sa = _mm512_permutexvar_epi16(spread[2 * h], s512);
+                    let sb = _mm512_permutexvar_epi16(spread[2 * h + 1], s512);
+                    for (t, s) in sumi.iter_mut().enumerate().take(nt) {
+                        let y0 = _mm512_loadu_si512(y(t).add(4 + 128 * h) as *const _);
+                        let y1 = _mm512_loadu_si512(y(t).add(68 + 128 * h) as *const _);
+                        *s = _mm512_dpwssd_epi32(*s, _mm512_maddubs_epi16(qa, y0), sa);
+                        *s = _mm512_dpwssd_epi32(*s, _mm512_maddubs_epi16(qb, y1), sb);
+                    }
+                }
+            }
+            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+                let y = y(t);
+                let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+                let bs = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let (ra, rb) = (2 * p, 2 * p + 1);
+                    let (sa, sb) = (sumi[ra][t], sumi[rb][t]);
+                    // Each row's halves folded: [a lanes 0..8 | b lanes 0..8].
+                    let folded = _mm512_add_epi32(
+                        _mm512_shuffle_i32x4::<0x44>(sa, sb),
+                        _mm512_shuffle_i32x4::<0xee>(sa, sb),
+                    );
+                    let corr = |r: usize| _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, sc16[r]));
+                    let lanes = _mm512_sub_epi32(folded, join(corr(ra), corr(rb)));
+                    let d = |r: usize| _mm256_set1_ps(f16_at(x(r).add(208)) * dy);
+                    let d = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(d(ra))),
+                        _mm256_castps_pd(d(rb)),
+                    ));
+                    *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), *acc);
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; R]; T];
+    for (o, acc) in out.iter_mut().zip(&acc).take(nt) {
+        for (p, acc) in acc.iter().enumerate() {
+            let lo = _mm512_castps512_ps256(*acc);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
+            o[2 * p] = hsum_ps(lo);
+            o[2 * p + 1] = hsum_ps(hi);
+        }
+    }
+    out
 }
