@@ -121,8 +121,8 @@ pub struct Kernels {
     /// Sixteen-row, one-token versions of `dot_rows8` (its GEMM and GEMV orders), where a path
     /// has them.
     rows16: [Option<(Gemv16Fn, Gemv16Fn)>; NT],
-    /// Sixteen-row, eight-token tiles of `dot_rows8` where its GEMM and GEMV orders agree.
-    tile16_rows8: [Option<Tile16Fn>; NT],
+    /// Sixteen-row, eight-token tiles of `dot_rows8` (its GEMM and GEMV orders).
+    tile16_rows8: [Option<(Tile16Fn, Tile16Fn)>; NT],
     quant: [QuantFn; NT],
     dequant: [DequantFn; NT],
     attend: AttendFn,
@@ -262,8 +262,9 @@ struct MatmulJob<'a> {
     tile4: Option<Tile4Fn>,
     /// Sixteen weight rows against one activation row: (for rows before `gemm_rows`, after).
     rows16: Option<(Gemv16Fn, Gemv16Fn)>,
-    /// Sixteen weight rows by all the activation rows of a batch tile.
-    tile16: Option<Tile16Fn>,
+    /// Sixteen weight rows by the activation rows of a batch tile: (for rows before
+    /// `gemm_rows`, after).
+    tile16: Option<(Tile16Fn, Tile16Fn)>,
     gemm_rows: usize,
     w: &'a [u8],
     w_row: usize,
@@ -467,21 +468,29 @@ impl Kernels {
     }
 }
 
-/// A tile kernel of `R` weight rows by up to `T` activation rows over rows `done..n` of this
-/// leaf, as far as whole groups of `R` rows go; returns the first row it did not cover.
+/// Tile kernels of `R` weight rows by up to `T` activation rows over rows `done..n` of this
+/// leaf, as far as whole groups of `R` rows go: `tiles.0` for activation rows before
+/// `job.gemm_rows`, `tiles.1` for the rest (never both in one call). Returns the first row it
+/// did not cover.
 fn run_tiles<const R: usize, const T: usize>(
     job: &MatmulJob,
     r0: usize,
     n: usize,
     mut done: usize,
     parts: &mut [&mut [f32]; BATCH_TILE],
-    tile: TileFn<R, T>,
+    tiles: (TileFn<R, T>, TileFn<R, T>),
 ) -> usize {
+    let split = job.gemm_rows.min(job.batch);
     while done + R <= n {
         let w = &job.w[(r0 + done) * job.w_row..][..R * job.w_row];
         let mut b = 0;
         while b < job.batch {
-            let nt = (job.batch - b).min(T);
+            let (end, tile) = if b < split {
+                (split, tiles.0)
+            } else {
+                (job.batch, tiles.1)
+            };
+            let nt = (end - b).min(T);
             let a = &job.a[b * job.a_row..(b + nt) * job.a_row];
             let o = tile(w, job.w_row, a, job.a_row, nt);
             for (t, o) in o.iter().enumerate().take(nt) {
@@ -528,10 +537,10 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
         }
     }
     if let Some(tile8) = job.tile8 {
-        done = run_tiles(job, r0, n, done, &mut parts, tile8);
+        done = run_tiles(job, r0, n, done, &mut parts, (tile8, tile8));
     }
     if let Some(tile4) = job.tile4 {
-        done = run_tiles(job, r0, n, done, &mut parts, tile4);
+        done = run_tiles(job, r0, n, done, &mut parts, (tile4, tile4));
     }
     if let Some(dot4) = job.dot4 {
         while done + 4 <= n {

@@ -27,12 +27,13 @@ use std::arch::x86_64::*;
 
 /// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
 /// Each `rows16` entry is (the GEMM order's kernel, the GEMV order's kernel), as
-/// `dot::dot_rows8_fn`; `tile16` entries are for types whose two orders agree.
+/// `dot::dot_rows8_fn`, and so is each `tile16` entry.
 pub(crate) fn install(
     rows16: &mut [Option<(Gemv16Fn, Gemv16Fn)>; 11],
-    tile16: &mut [Option<Tile16Fn>; 11],
+    tile16: &mut [Option<(Tile16Fn, Tile16Fn)>; 11],
 ) {
-    tile16[GgmlType::Q4_0.index()] = Some(tile16_q4_0);
+    tile16[GgmlType::Q4_0.index()] = Some((tile16_q4_0, tile16_q4_0));
+    tile16[GgmlType::Q4K.index()] = Some((tile16_q4_k_gemm, tile16_q4_k_gemv));
     rows16[GgmlType::Q4_0.index()] = Some((gemv16_q4_0, gemv16_q4_0));
     rows16[GgmlType::Q4K.index()] = Some((gemm16_q4_k, gemv16_q4_k));
 }
@@ -405,12 +406,7 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
     // SAFETY: Q4K_ROWS is sixteen i32s; loadu has no alignment requirement.
     let rows = unsafe { _mm512_loadu_si512(Q4K_ROWS.as_ptr() as *const _) };
     let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
-    let (m4, m6, m2h) = (
-        _mm512_set1_epi8(0x0f),
-        _mm512_set1_epi32(63),
-        _mm512_set1_epi32(0x30),
-    );
-    let m4d = _mm512_set1_epi32(0x0f);
+    let m4 = _mm512_set1_epi8(0x0f);
     let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm512_setzero_ps();
@@ -449,63 +445,215 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
             // Reduced as they come, so that the partial sums stay in registers.
             let g: [__m512i; 8] = std::array::from_fn(|j| pair_rows(row(2 * j), row(2 * j + 1)));
             let s = subblock_sums16(&g);
-            // The 12 scale bytes of each row as three dwords, and d | dmin.
-            let at = |o: i32| {
-                _mm512_i32gather_epi32::<1>(
-                    _mm512_add_epi32(row_at, _mm512_set1_epi32(o)),
-                    wp as *const i32,
-                )
-            };
-            let (dd, q0, q1, q2) = (at(0), at(4), at(8), at(12));
-            let byte = |v: __m512i, j: u32| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32));
-            let dy = _mm512_set1_ps(f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]));
-            let dw = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)), dy);
-            let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
-            let dmin = _mm512_mul_ps(dmin, dy);
-            let mut sumi = _mm512_setzero_si512();
-            let mut summ = _mm512_setzero_si512();
-            for (j, s) in s.iter().enumerate() {
-                // ggml's get_scale_min_k4, sixteen rows at a time.
-                let (sc, m) = if j < 4 {
-                    let j = j as u32;
-                    (
-                        _mm512_and_si512(byte(q0, j), m6),
-                        _mm512_and_si512(byte(q1, j), m6),
-                    )
-                } else {
-                    let j = j as u32 - 4;
-                    let hi2 =
-                        |v: __m512i| _mm512_and_si512(_mm512_srli_epi32::<2>(byte(v, j)), m2h);
-                    (
-                        _mm512_or_si512(_mm512_and_si512(byte(q2, j), m4d), hi2(q0)),
-                        _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi32::<4>(byte(q2, j)), m4d),
-                            hi2(q1),
-                        ),
-                    )
-                };
-                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(*s, sc));
-                let bs = |k: usize| {
-                    i16::from_le_bytes([*y.add(260 + 2 * k), *y.add(261 + 2 * k)]) as i32
-                };
-                let bsum = bs(2 * j) + bs(2 * j + 1);
-                summ = _mm512_add_epi32(summ, _mm512_mullo_epi32(m, _mm512_set1_epi32(bsum)));
-                // The GEMM order: an FMA per chunk of two sub-blocks; the GEMV: per super-block.
-                if (GEMM && j % 2 == 1) || j == 7 {
-                    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), dw, acc);
-                    acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), dmin, acc_m);
-                    sumi = _mm512_setzero_si512();
-                    summ = _mm512_setzero_si512();
-                }
-            }
+            let scales = q4_k_scales16(wp, row_at);
+            q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc, &mut acc_m));
         }
     }
+    q4_k_rows_out(acc, acc_m)
+}
+
+/// `acc - acc_m` with lane l moved to row `Q4K_ROWS[l]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_k_rows_out(acc: __m512, acc_m: __m512) -> [f32; 16] {
     let mut lanes = [0f32; 16];
     // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc, acc_m)) };
     let mut out = [0f32; 16];
     for (l, v) in lanes.into_iter().enumerate() {
         out[Q4K_ROWS[l] as usize] = v;
+    }
+    out
+}
+
+/// Sixteen rows' scales and mins of one super-block (ggml's get_scale_min_k4, sixteen rows at a
+/// time; sub-block j in vector j) and their `d`, `dmin` as floats, in the lane order of
+/// `subblock_sums16`. `wp` is row 0's block; `row_at` the rows' byte offsets in that order.
+///
+/// # Safety
+/// The sixteen rows' blocks at `wp + row_at[l]` must be readable (the gathers read 16 bytes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_scales16(wp: *const u8, row_at: __m512i) -> Q4kScales {
+    let (m6, m2h, m4) = (
+        _mm512_set1_epi32(63),
+        _mm512_set1_epi32(0x30),
+        _mm512_set1_epi32(0x0f),
+    );
+    // The 12 scale bytes of each row as three dwords, and d | dmin.
+    // SAFETY: as the caller promises.
+    let at = |o: i32| unsafe {
+        _mm512_i32gather_epi32::<1>(
+            _mm512_add_epi32(row_at, _mm512_set1_epi32(o)),
+            wp as *const i32,
+        )
+    };
+    let (dd, q0, q1, q2) = (at(0), at(4), at(8), at(12));
+    let byte = |v: __m512i, j: usize| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32));
+    let hi2 = |v: __m512i, j: usize| _mm512_and_si512(_mm512_srli_epi32::<2>(byte(v, j)), m2h);
+    let sc = std::array::from_fn(|j| {
+        if j < 4 {
+            _mm512_and_si512(byte(q0, j), m6)
+        } else {
+            _mm512_or_si512(_mm512_and_si512(byte(q2, j - 4), m4), hi2(q0, j - 4))
+        }
+    });
+    let m = std::array::from_fn(|j| {
+        if j < 4 {
+            _mm512_and_si512(byte(q1, j), m6)
+        } else {
+            let lo = _mm512_and_si512(_mm512_srli_epi32::<4>(byte(q2, j - 4)), m4);
+            _mm512_or_si512(lo, hi2(q1, j - 4))
+        }
+    });
+    Q4kScales {
+        sc,
+        m,
+        d: _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)),
+        dmin: _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd))),
+    }
+}
+
+/// What `q4_k_scales16` gives.
+struct Q4kScales {
+    sc: [__m512i; 8],
+    m: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+/// One super-block's sub-block sums `s` (from `subblock_sums16`) against the token's Q8_K block
+/// at `y` into the two accumulators: with `GEMM`, an FMA per 64-element chunk (the repacked
+/// GEMM's order), else one per super-block (its GEMV's).
+///
+/// # Safety
+/// `y` must point at a whole Q8_K block.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_accumulate<const GEMM: bool>(
+    s: &[__m512i; 8],
+    k: &Q4kScales,
+    y: *const u8,
+    (acc, acc_m): (&mut __m512, &mut __m512),
+) {
+    // SAFETY: as the caller promises: d at 0, the i16 sums of 16 at 260.
+    let (dy, bs) = unsafe {
+        (
+            f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]),
+            std::slice::from_raw_parts(y.add(260), 32),
+        )
+    };
+    let dy = _mm512_set1_ps(dy);
+    let (dw, dmin) = (_mm512_mul_ps(k.d, dy), _mm512_mul_ps(k.dmin, dy));
+    let bsum = |j: usize| {
+        let at = |i: usize| i16::from_le_bytes([bs[2 * i], bs[2 * i + 1]]) as i32;
+        at(2 * j) + at(2 * j + 1)
+    };
+    let mut sumi = _mm512_setzero_si512();
+    let mut summ = _mm512_setzero_si512();
+    for j in 0..8 {
+        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(s[j], k.sc[j]));
+        summ = _mm512_add_epi32(summ, _mm512_mullo_epi32(k.m[j], _mm512_set1_epi32(bsum(j))));
+        // The GEMM order: an FMA per chunk of two sub-blocks; the GEMV: per super-block.
+        if (GEMM && j % 2 == 1) || j == 7 {
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), dw, *acc);
+            *acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), dmin, *acc_m);
+            sumi = _mm512_setzero_si512();
+            summ = _mm512_setzero_si512();
+        }
+    }
+}
+
+fn tile16_q4_k_gemm(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 16]; 8] {
+    // SAFETY: only installed by dispatch after the features of q4_k_tile16 were detected.
+    unsafe { q4_k_tile16::<true>(w, w_row, a, a_row, nt) }
+}
+
+fn tile16_q4_k_gemv(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 16]; 8] {
+    // SAFETY: only installed by dispatch after the features of q4_k_tile16 were detected.
+    unsafe { q4_k_tile16::<false>(w, w_row, a, a_row, nt) }
+}
+
+/// Sixteen Q4_K rows against `nt` (1..=8) Q8_K rows, all in the GEMM or all in the GEMV order
+/// (see `q4_k_rows16`): per super-block the rows' nibbles are unpacked and their scales decoded
+/// once for all the tokens.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_tile16<const GEMM: bool>(
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    nt: usize,
+) -> [[f32; 16]; 8] {
+    const WB: usize = 144;
+    const AB: usize = 292;
+    let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
+    assert!(
+        16 * w_row <= i32::MAX as usize,
+        "tile16: rows too long for the scale gather"
+    );
+    // SAFETY: Q4K_ROWS is sixteen i32s; loadu has no alignment requirement.
+    let rows = unsafe { _mm512_loadu_si512(Q4K_ROWS.as_ptr() as *const _) };
+    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let m4 = _mm512_set1_epi8(0x0f);
+    let ahead_rows = rows_ahead(w_row, 16);
+    let mut acc = [_mm512_setzero_ps(); 8];
+    let mut acc_m = [_mm512_setzero_ps(); 8];
+    // SAFETY: every pointer below stays inside blocks that tile_blocks checked; this fn has the
+    // features.
+    unsafe {
+        for i in 0..nb {
+            let wp = w.as_ptr().add(i * WB);
+            // Each row's nibbles against sub-blocks 0 | 2, 1 | 3, 4 | 6, 5 | 7.
+            let mut xs = [[_mm512_setzero_si512(); 4]; 16];
+            for (r, xs) in xs.iter_mut().enumerate() {
+                let x = wp.add(r * w_row);
+                // The next rows' block, for the call after this one.
+                let ahead = x.wrapping_add(ahead_rows * w_row);
+                for o in [0, 48, 96, WB - 1] {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+                }
+                let q01 = _mm512_loadu_si512(x.add(16) as *const _);
+                let q23 = _mm512_loadu_si512(x.add(80) as *const _);
+                let hi = |q: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                *xs = [
+                    _mm512_and_si512(q01, m4),
+                    hi(q01),
+                    _mm512_and_si512(q23, m4),
+                    hi(q23),
+                ];
+            }
+            let scales = q4_k_scales16(wp, row_at);
+            for t in 0..nt {
+                let y = a.as_ptr().add(t * a_row + i * AB);
+                let ld = |o: usize| _mm256_loadu_si256(y.add(4 + o) as *const __m256i);
+                let two = |lo: usize, hi: usize| {
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld(lo)), ld(hi))
+                };
+                let ys = [two(0, 64), two(32, 96), two(128, 192), two(160, 224)];
+                let z = _mm512_setzero_si512();
+                // A loop rather than a closure, which the compiler left as a call.
+                let mut g = [z; 8];
+                for (j, g) in g.iter_mut().enumerate() {
+                    let mut f = [z; 2];
+                    for (f, x) in f.iter_mut().zip(&xs[2 * j..2 * j + 2]) {
+                        *f = row_sums([
+                            _mm512_dpbusd_epi32(z, x[0], ys[0]),
+                            _mm512_dpbusd_epi32(z, x[1], ys[1]),
+                            _mm512_dpbusd_epi32(z, x[2], ys[2]),
+                            _mm512_dpbusd_epi32(z, x[3], ys[3]),
+                        ]);
+                    }
+                    *g = pair_rows(f[0], f[1]);
+                }
+                let s = subblock_sums16(&g);
+                q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc[t], &mut acc_m[t]));
+            }
+        }
+    }
+    let mut out = [[0f32; 16]; 8];
+    for (t, o) in out.iter_mut().enumerate().take(nt) {
+        *o = q4_k_rows_out(acc[t], acc_m[t]);
     }
     out
 }
