@@ -257,11 +257,14 @@ unsafe fn q4_0_tile_chunk<const NK: usize>(
                 );
             }
             let s = transpose_sum16x4(&q);
+            // The chain in a register: through memory, each FMA would wait on a store.
+            let mut sum = *acc;
             for (k, (s, dw)) in s.iter().zip(&dw).enumerate().take(NK) {
                 let dy = half::f16::from_le_bytes([*ap.add(k * AB), *ap.add(k * AB + 1)]).to_f32();
                 let d = _mm512_mul_ps(*dw, _mm512_set1_ps(dy));
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, *acc);
+                sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, sum);
             }
+            *acc = sum;
         }
     }
 }
@@ -551,8 +554,8 @@ unsafe fn q4_k_accumulate<const GEMM: bool>(
     };
     let mut sumi = _mm512_setzero_si512();
     let mut summ = _mm512_setzero_si512();
-    for j in 0..8 {
-        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(s[j], k.sc[j]));
+    for (j, s) in s.iter().enumerate() {
+        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(*s, k.sc[j]));
         summ = _mm512_add_epi32(summ, _mm512_mullo_epi32(k.m[j], _mm512_set1_epi32(bsum(j))));
         // The GEMM order: an FMA per chunk of two sub-blocks; the GEMV: per super-block.
         if (GEMM && j % 2 == 1) || j == 7 {
