@@ -1,16 +1,20 @@
-//! Decode (one token) against sixteen weight rows at a time, on AVX-512 with VNNI: the rows sit
-//! in the sixteen lanes of one float accumulator, so each row's chain of per-block FMAs is one
-//! lane of a vector FMA. That is the order of llama.cpp's repacked GEMV (`dot::dot_rows8_fn`):
-//! per row `acc = fma(isum as f32, d_w * d_a, acc)` block after block for Q4_0, and per
-//! super-block for Q4_K (with a second accumulator for the mins, subtracted at the end).
+//! Sixteen weight rows at a time on AVX-512 with VNNI, for one token (decode) and for tiles of
+//! up to eight tokens (prompts): the rows sit in the sixteen lanes of one float accumulator, so
+//! each row's chain of per-block FMAs is one lane of a vector FMA. That is the order of
+//! llama.cpp's repacked kernels (`dot::dot_rows8_fn`): per row `acc = fma(isum as f32, d_w *
+//! d_a, acc)` block after block for Q4_0, and per super-block (GEMV) or per 64-element chunk
+//! (GEMM) for Q4_K, with a second accumulator for the mins, subtracted at the end.
 //!
-//! - Q4_0: per row, four consecutive blocks fill one 512-bit register (one 128-bit lane per
-//!   block), so a single `vpdpbusd` per nibble half does the byte products of 128 weights; the
-//!   sixteen rows' partial sums are then reduced and transposed together (`transpose_sum16x4`)
-//!   into one vector per block with row r in lane r.
+//! - Q4_0, one token: per row, four consecutive blocks fill one 512-bit register (one 128-bit
+//!   lane per block), so a single `vpdpbusd` per nibble half does the byte products of 128
+//!   weights; the sixteen rows' partial sums are then reduced and transposed together
+//!   (`transpose_sum16x4`) into one vector per block with row r in lane r.
+//! - Q4_0, several tokens (`tile16_q4_0`): the weights are transposed instead, once per block
+//!   for all the tokens, so that each token's block sum forms in its row's lane directly.
 //! - Q4_K: per row, four `vpdpbusd` cover a super-block, two sub-blocks per register; the sums
 //!   reduce into one vector per sub-block with the sixteen rows in lanes (`subblock_sums16`), so
 //!   the 6-bit scales and mins are unpacked sixteen rows at a time and applied with `vpmulld`.
+//!   The tile unpacks the nibbles and scales once per super-block for all its tokens.
 //!
 //! Weight scales come in by gathers, in the lane order of the sums. Integer sums are exact, so the
 //! way they are formed does not change the result. Partial sums are reduced as they come: kept
@@ -145,13 +149,21 @@ unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     out
 }
 
+/// Lane l of `tile16_q4_0`'s vectors holds row `Q4_0_ROWS[l]`: 128-bit lane L, position j
+/// is row 4j + L (the order a 4 x 4 transpose of four-row registers leaves them in).
+const Q4_0_ROWS: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
 fn tile16_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 16]; 8] {
     // SAFETY: only installed by dispatch after the features of tile16_q4_0_impl were detected.
     unsafe { tile16_q4_0_impl(w, w_row, a, a_row, nt) }
 }
 
-/// Sixteen Q4_0 rows against `nt` (1..=8) Q8_0 rows: per four-block stretch, the rows' nibbles
-/// are unpacked and their scales gathered once for all the tokens.
+/// Sixteen Q4_0 rows against `nt` (1..=8) Q8_0 rows with the rows in lanes from the start: per
+/// block, the sixteen rows' nibble bytes are transposed so that vector q holds bytes 4q..4q + 4
+/// of every row, and each token's quants go in as broadcast four-byte groups; a row's block sum
+/// then gathers in its own lane and needs no reduction. VNNI takes unsigned times signed bytes:
+/// the token's quants are moved up by 128 (as unsigned) against the signed weights `x - 8`, and
+/// the sums start from `-128 * sum(x - 8)`, formed once per row and block for all the tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile16_q4_0_impl(
     w: &[u8],
@@ -168,105 +180,89 @@ unsafe fn tile16_q4_0_impl(
         16 * w_row <= i32::MAX as usize,
         "tile16: rows too long for the scale gather"
     );
-    let row_at = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(w_row as i32),
+    // SAFETY: Q4_0_ROWS is sixteen i32s; loadu has no alignment requirement.
+    let rows = unsafe { _mm512_loadu_si512(Q4_0_ROWS.as_ptr() as *const _) };
+    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let ahead_rows = rows_ahead(w_row, 16);
+    let (m4, eight, ones) = (
+        _mm512_set1_epi8(0x0f),
+        _mm512_set1_epi8(8),
+        _mm512_set1_epi8(1),
     );
-    let rows = (row_at, rows_ahead(w_row, 16));
+    let flip = _mm256_set1_epi8(-128);
     let mut acc = [_mm512_setzero_ps(); 8];
-    let mut i = 0;
-    // SAFETY: the reads stay inside the bounds checked above; this fn has the features.
+    // SAFETY: every pointer below stays inside blocks that tile_blocks checked; this fn has the
+    // features.
     unsafe {
-        while i + 4 <= nb {
-            q4_0_tile_chunk::<4>(w, w_row, (a, a_row, nt), i, rows, &mut acc);
-            i += 4;
-        }
-        match nb - i {
-            1 => q4_0_tile_chunk::<1>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
-            2 => q4_0_tile_chunk::<2>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
-            3 => q4_0_tile_chunk::<3>(w, w_row, (a, a_row, nt), i, rows, &mut acc),
-            _ => {}
+        for i in 0..nb {
+            let wp = w.as_ptr().add(i * WB);
+            // Four registers of four rows each (row 4g + L in 128-bit lane L of z[g]).
+            let mut z = [_mm512_setzero_si512(); 4];
+            for (g, z) in z.iter_mut().enumerate() {
+                let x = |l: usize| wp.add((4 * g + l) * w_row);
+                for l in 0..4 {
+                    let ahead = x(l).wrapping_add(ahead_rows * w_row);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                }
+                *z = lanes4::<4>(|l| x(l).add(2));
+            }
+            // The 4 x 4 transpose inside each 128-bit lane: r[q] holds bytes 4q..4q + 4.
+            let (ab_lo, ab_hi) = (
+                _mm512_unpacklo_epi32(z[0], z[1]),
+                _mm512_unpackhi_epi32(z[0], z[1]),
+            );
+            let (cd_lo, cd_hi) = (
+                _mm512_unpacklo_epi32(z[2], z[3]),
+                _mm512_unpackhi_epi32(z[2], z[3]),
+            );
+            let r = [
+                _mm512_unpacklo_epi64(ab_lo, cd_lo),
+                _mm512_unpackhi_epi64(ab_lo, cd_lo),
+                _mm512_unpacklo_epi64(ab_hi, cd_hi),
+                _mm512_unpackhi_epi64(ab_hi, cd_hi),
+            ];
+            // Low nibbles are quants 4q..4q + 4, high nibbles 16 + 4q..; as signed x - 8.
+            let mut sx = _mm512_setzero_si512();
+            let mut xq = [_mm512_setzero_si512(); 8];
+            for q in 0..4 {
+                let lo = _mm512_and_si512(r[q], m4);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(r[q]), m4);
+                sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sx, lo, ones), hi, ones);
+                xq[q] = _mm512_sub_epi8(lo, eight);
+                xq[4 + q] = _mm512_sub_epi8(hi, eight);
+            }
+            // -128 * sum(x - 8) = 128 * (256 - sum(x)).
+            let start = _mm512_slli_epi32::<7>(_mm512_sub_epi32(_mm512_set1_epi32(256), sx));
+            let g = _mm512_i32gather_epi32::<1>(
+                _mm512_add_epi32(row_at, _mm512_set1_epi32((i * WB) as i32)),
+                w.as_ptr() as *const i32,
+            );
+            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+                let y = a.as_ptr().add(t * a_row + i * AB);
+                let mut yu = [0i32; 8];
+                let v = _mm256_xor_si256(_mm256_loadu_si256(y.add(2) as *const __m256i), flip);
+                _mm256_storeu_si256(yu.as_mut_ptr() as *mut __m256i, v);
+                let mut s = start;
+                for (x, yq) in xq.iter().zip(yu) {
+                    s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(yq), *x);
+                }
+                let dy = half::f16::from_le_bytes([*y, *y.add(1)]).to_f32();
+                let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
+            }
         }
     }
     let mut out = [[0f32; 16]; 8];
     for (o, acc) in out.iter_mut().zip(acc).take(nt) {
-        // SAFETY: each output row is sixteen f32s; storeu has no alignment requirement.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+        for (l, v) in lanes.into_iter().enumerate() {
+            o[Q4_0_ROWS[l] as usize] = v;
+        }
     }
     out
-}
-
-/// Blocks `i..i + NK` (NK <= 4) of sixteen rows against `nt` tokens into `acc[t]`.
-///
-/// # Safety
-/// The features of `tile16_q4_0_impl`; blocks `i..i + NK` exist in all sixteen rows and in the
-/// `nt` activation rows.
-#[inline(always)]
-unsafe fn q4_0_tile_chunk<const NK: usize>(
-    w: &[u8],
-    w_row: usize,
-    (a, a_row, nt): (&[u8], usize, usize),
-    i: usize,
-    (row_at, ahead_rows): (__m512i, usize),
-    acc: &mut [__m512; 8],
-) {
-    const WB: usize = 18;
-    const AB: usize = 34;
-    // SAFETY: as the caller promises.
-    unsafe {
-        let wp = w.as_ptr().add(i * WB);
-        let m4 = _mm512_set1_epi8(0x0f);
-        let eight = _mm512_set1_epi8(8);
-        let mut xs = [[_mm512_setzero_si512(); 2]; 16];
-        for (r, x2) in xs.iter_mut().enumerate() {
-            let x = wp.add(r * w_row);
-            // The next rows' stretch, for the call after this one.
-            let ahead = x.wrapping_add(ahead_rows * w_row);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
-            let v = lanes4::<NK>(|k| x.add(k * WB + 2));
-            *x2 = [
-                _mm512_and_si512(v, m4),
-                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
-            ];
-        }
-        let mut dw = [_mm512_setzero_ps(); 4];
-        for (k, d) in dw.iter_mut().enumerate().take(NK) {
-            let g = _mm512_i32gather_epi32::<1>(
-                _mm512_add_epi32(row_at, _mm512_set1_epi32((k * WB) as i32)),
-                wp as *const i32,
-            );
-            *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-        }
-        for (t, acc) in acc.iter_mut().enumerate().take(nt) {
-            let ap = a.as_ptr().add(t * a_row + i * AB);
-            let ylo = lanes4::<NK>(|k| ap.add(k * AB + 2));
-            let yhi = lanes4::<NK>(|k| ap.add(k * AB + 18));
-            let e = _mm512_dpbusd_epi32(
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, ylo),
-                eight,
-                yhi,
-            );
-            let bias = _mm512_sub_epi32(_mm512_setzero_si512(), e);
-            let mut q = [_mm512_setzero_si512(); 8];
-            for (j, q) in q.iter_mut().enumerate() {
-                let (a, b) = (&xs[2 * j], &xs[2 * j + 1]);
-                *q = pair_blocks(
-                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, a[0], ylo), a[1], yhi),
-                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, b[0], ylo), b[1], yhi),
-                );
-            }
-            let s = transpose_sum16x4(&q);
-            // The chain in a register: through memory, each FMA would wait on a store.
-            let mut sum = *acc;
-            for (k, (s, dw)) in s.iter().zip(&dw).enumerate().take(NK) {
-                let dy = half::f16::from_le_bytes([*ap.add(k * AB), *ap.add(k * AB + 1)]).to_f32();
-                let d = _mm512_mul_ps(*dw, _mm512_set1_ps(dy));
-                sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, sum);
-            }
-            *acc = sum;
-        }
-    }
 }
 
 /// Blocks `i..i + NK` (NK <= 4) of sixteen rows into `acc`, block after block.
