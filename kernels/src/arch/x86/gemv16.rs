@@ -149,6 +149,28 @@ unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     out
 }
 
+/// Four registers of four rows' 16 bytes each (row 4g + L in 128-bit lane L of `z[g]`) as four
+/// registers of bytes 4q..4q + 4 of all sixteen rows, in the lane order `Q4_0_ROWS` (a 4 x 4
+/// transpose of 32-bit groups inside each 128-bit lane).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn transpose4x4(z: &[__m512i; 4]) -> [__m512i; 4] {
+    let (ab_lo, ab_hi) = (
+        _mm512_unpacklo_epi32(z[0], z[1]),
+        _mm512_unpackhi_epi32(z[0], z[1]),
+    );
+    let (cd_lo, cd_hi) = (
+        _mm512_unpacklo_epi32(z[2], z[3]),
+        _mm512_unpackhi_epi32(z[2], z[3]),
+    );
+    [
+        _mm512_unpacklo_epi64(ab_lo, cd_lo),
+        _mm512_unpackhi_epi64(ab_lo, cd_lo),
+        _mm512_unpacklo_epi64(ab_hi, cd_hi),
+        _mm512_unpackhi_epi64(ab_hi, cd_hi),
+    ]
+}
+
 /// Lane l of `tile16_q4_0`'s vectors holds row `Q4_0_ROWS[l]`: 128-bit lane L, position j
 /// is row 4j + L (the order a 4 x 4 transpose of four-row registers leaves them in).
 const Q4_0_ROWS: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
@@ -206,21 +228,8 @@ unsafe fn tile16_q4_0_impl(
                 }
                 *z = lanes4::<4>(|l| x(l).add(2));
             }
-            // The 4 x 4 transpose inside each 128-bit lane: r[q] holds bytes 4q..4q + 4.
-            let (ab_lo, ab_hi) = (
-                _mm512_unpacklo_epi32(z[0], z[1]),
-                _mm512_unpackhi_epi32(z[0], z[1]),
-            );
-            let (cd_lo, cd_hi) = (
-                _mm512_unpacklo_epi32(z[2], z[3]),
-                _mm512_unpackhi_epi32(z[2], z[3]),
-            );
-            let r = [
-                _mm512_unpacklo_epi64(ab_lo, cd_lo),
-                _mm512_unpackhi_epi64(ab_lo, cd_lo),
-                _mm512_unpacklo_epi64(ab_hi, cd_hi),
-                _mm512_unpackhi_epi64(ab_hi, cd_hi),
-            ];
+            // r[q] holds bytes 4q..4q + 4 of each row.
+            let r = transpose4x4(&z);
             // Low nibbles are quants 4q..4q + 4, high nibbles 16 + 4q..; as signed x - 8.
             let mut sx = _mm512_setzero_si512();
             let mut xq = [_mm512_setzero_si512(); 8];
@@ -448,19 +457,19 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
             q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc, &mut acc_m));
         }
     }
-    q4_k_rows_out(acc, acc_m)
+    q4_k_rows_out(acc, acc_m, &Q4K_ROWS)
 }
 
-/// `acc - acc_m` with lane l moved to row `Q4K_ROWS[l]`.
+/// `acc - acc_m` with lane l moved to row `order[l]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q4_k_rows_out(acc: __m512, acc_m: __m512) -> [f32; 16] {
+fn q4_k_rows_out(acc: __m512, acc_m: __m512, order: &[i32; 16]) -> [f32; 16] {
     let mut lanes = [0f32; 16];
     // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc, acc_m)) };
     let mut out = [0f32; 16];
     for (l, v) in lanes.into_iter().enumerate() {
-        out[Q4K_ROWS[l] as usize] = v;
+        out[order[l] as usize] = v;
     }
     out
 }
@@ -574,8 +583,10 @@ fn tile16_q4_k_gemv(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -
 }
 
 /// Sixteen Q4_K rows against `nt` (1..=8) Q8_K rows, all in the GEMM or all in the GEMV order
-/// (see `q4_k_rows16`): per super-block the rows' nibbles are unpacked and their scales decoded
-/// once for all the tokens.
+/// (see `q4_k_rows16`). Per super-block the sixteen rows' nibble bytes are transposed once for
+/// all the tokens (as in `tile16_q4_0`: vector q holds bytes 4q..4q + 4 of every row, in the lane
+/// order `Q4_0_ROWS`) and the scales decoded once; each token's quants then go in as broadcast
+/// four-byte groups, so every sub-block sum forms in its row's lane with no reduction.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_k_tile16<const GEMM: bool>(
     w: &[u8],
@@ -591,8 +602,8 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
         16 * w_row <= i32::MAX as usize,
         "tile16: rows too long for the scale gather"
     );
-    // SAFETY: Q4K_ROWS is sixteen i32s; loadu has no alignment requirement.
-    let rows = unsafe { _mm512_loadu_si512(Q4K_ROWS.as_ptr() as *const _) };
+    // SAFETY: Q4_0_ROWS is sixteen i32s; loadu has no alignment requirement.
+    let rows = unsafe { _mm512_loadu_si512(Q4_0_ROWS.as_ptr() as *const _) };
     let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
     let m4 = _mm512_set1_epi8(0x0f);
     let ahead_rows = rows_ahead(w_row, 16);
@@ -603,56 +614,55 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
     unsafe {
         for i in 0..nb {
             let wp = w.as_ptr().add(i * WB);
-            // Each row's nibbles against sub-blocks 0 | 2, 1 | 3, 4 | 6, 5 | 7.
-            let mut xs = [[_mm512_setzero_si512(); 4]; 16];
-            for (r, xs) in xs.iter_mut().enumerate() {
-                let x = wp.add(r * w_row);
+            for r in 0..16 {
                 // The next rows' block, for the call after this one.
-                let ahead = x.wrapping_add(ahead_rows * w_row);
+                let ahead = wp.add(r * w_row).wrapping_add(ahead_rows * w_row);
                 for o in [0, 48, 96, WB - 1] {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 }
-                let q01 = _mm512_loadu_si512(x.add(16) as *const _);
-                let q23 = _mm512_loadu_si512(x.add(80) as *const _);
-                let hi = |q: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                *xs = [
-                    _mm512_and_si512(q01, m4),
-                    hi(q01),
-                    _mm512_and_si512(q23, m4),
-                    hi(q23),
-                ];
+            }
+            // xs[q]: the low and high nibbles of bytes 4q..4q + 4 of the 128 quant bytes.
+            let mut xs = [[_mm512_setzero_si512(); 2]; 32];
+            for b in 0..8 {
+                let mut z = [_mm512_setzero_si512(); 4];
+                for (g, z) in z.iter_mut().enumerate() {
+                    *z = lanes4::<4>(|l| wp.add((4 * g + l) * w_row + 16 + 16 * b));
+                }
+                for (k, r) in transpose4x4(&z).into_iter().enumerate() {
+                    xs[4 * b + k] = [
+                        _mm512_and_si512(r, m4),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(r), m4),
+                    ];
+                }
             }
             let scales = q4_k_scales16(wp, row_at);
             for t in 0..nt {
                 let y = a.as_ptr().add(t * a_row + i * AB);
-                let ld = |o: usize| _mm256_loadu_si256(y.add(4 + o) as *const __m256i);
-                let two = |lo: usize, hi: usize| {
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld(lo)), ld(hi))
-                };
-                let ys = [two(0, 64), two(32, 96), two(128, 192), two(160, 224)];
-                let z = _mm512_setzero_si512();
-                // A loop rather than a closure, which the compiler left as a call.
-                let mut g = [z; 8];
-                for (j, g) in g.iter_mut().enumerate() {
-                    let mut f = [z; 2];
-                    for (f, x) in f.iter_mut().zip(&xs[2 * j..2 * j + 2]) {
-                        *f = row_sums([
-                            _mm512_dpbusd_epi32(z, x[0], ys[0]),
-                            _mm512_dpbusd_epi32(z, x[1], ys[1]),
-                            _mm512_dpbusd_epi32(z, x[2], ys[2]),
-                            _mm512_dpbusd_epi32(z, x[3], ys[3]),
-                        ]);
+                // Four of the token's quants, broadcast: quants 4k..4k + 4.
+                let yd =
+                    |k: usize| _mm512_set1_epi32((y.add(4 + 4 * k) as *const i32).read_unaligned());
+                // Byte 4q of chunk c = q / 8 holds quant 64c + 4(q % 8) (sub-block 2c) in its
+                // low nibble and quant 64c + 32 + 4(q % 8) (sub-block 2c + 1) in its high one.
+                // Per sub-block two chains (even and odd groups), held in registers.
+                let mut s = [_mm512_setzero_si512(); 8];
+                for c in 0..4 {
+                    let z = _mm512_setzero_si512();
+                    let (mut lo, mut hi) = ([z; 2], [z; 2]);
+                    for p in 0..8 {
+                        let x = &xs[8 * c + p];
+                        lo[p % 2] = _mm512_dpbusd_epi32(lo[p % 2], x[0], yd(16 * c + p));
+                        hi[p % 2] = _mm512_dpbusd_epi32(hi[p % 2], x[1], yd(16 * c + 8 + p));
                     }
-                    *g = pair_rows(f[0], f[1]);
+                    s[2 * c] = _mm512_add_epi32(lo[0], lo[1]);
+                    s[2 * c + 1] = _mm512_add_epi32(hi[0], hi[1]);
                 }
-                let s = subblock_sums16(&g);
                 q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc[t], &mut acc_m[t]));
             }
         }
     }
     let mut out = [[0f32; 16]; 8];
     for (t, o) in out.iter_mut().enumerate().take(nt) {
-        *o = q4_k_rows_out(acc[t], acc_m[t]);
+        *o = q4_k_rows_out(acc[t], acc_m[t], &Q4_0_ROWS);
     }
     out
 }
