@@ -252,10 +252,12 @@ unsafe fn tile16_q4_0_impl(
                 let mut yu = [0i32; 8];
                 let v = _mm256_xor_si256(_mm256_loadu_si256(y.add(2) as *const __m256i), flip);
                 _mm256_storeu_si256(yu.as_mut_ptr() as *mut __m256i, v);
-                let mut s = start;
-                for (x, yq) in xq.iter().zip(yu) {
-                    s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(yq), *x);
+                // Two chains, so that each waits on half as many dependent vpdpbusd.
+                let mut s = [start, _mm512_setzero_si512()];
+                for (k, (x, yq)) in xq.iter().zip(yu).enumerate() {
+                    s[k % 2] = _mm512_dpbusd_epi32(s[k % 2], _mm512_set1_epi32(yq), *x);
                 }
+                let s = _mm512_add_epi32(s[0], s[1]);
                 let dy = half::f16::from_le_bytes([*y, *y.add(1)]).to_f32();
                 let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *acc);
