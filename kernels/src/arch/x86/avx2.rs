@@ -374,29 +374,54 @@ pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
 }
 
 /// Four consecutive weight rows (`w_row` bytes apart) against one activation row, each row's
-/// float work in exactly the order of the one-row kernel: the four FMA chains are independent,
-/// so the CPU overlaps their latency instead of waiting on one chain per row.
+/// float work in exactly the order of the one-row kernel (`block_q8_0_with`, `block_q4_1`): the
+/// four FMA chains are independent, so the CPU overlaps their latency instead of waiting on one
+/// chain per row. The activation block's scale (and Q8_1 sum) is converted once for the four
+/// rows, and a row's scale and min in one conversion with one multiply: lane 0 is `d_w * d_a`,
+/// lane 1 `m_w * s_a`, the products the one-row kernel forms. `(wb, ab, q_at)`: weight block
+/// bytes, activation block bytes, where the activation quants start.
 #[inline(always)]
 unsafe fn dot4_with(
     w: &[u8],
     w_row: usize,
     a: &[u8],
-    (wb, ab): (usize, usize),
+    (wb, ab, q_at): (usize, usize, usize),
     has_mins: bool,
-    step: impl Fn(&[u8], &[u8], __m256, &mut f32) -> __m256,
+    prep: impl Fn(&[u8]) -> __m256i,
+    int_dot: impl Fn(__m256i, __m256i) -> __m256i,
 ) -> [f32; 4] {
     let nb = a.len() / ab;
+    // Every read below lies inside these bounds.
+    assert!(
+        a.len() == nb * ab && nb * wb <= w_row && w.len() >= 3 * w_row + nb * wb,
+        "dot4: 4 weight rows of {nb} blocks do not fit the slices"
+    );
     let ahead_rows = rows_ahead(w_row, 4);
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0f32; 4];
-    for i in 0..nb {
-        let y = &a[i * ab..][..ab];
-        for (r, (acc, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
-            // Four rows are four short interleaved streams, which the hardware prefetcher
-            // follows late: ask for the same place in rows further on now.
-            let ahead = w.as_ptr().wrapping_add((r + ahead_rows) * w_row + i * wb);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            *acc = step(&w[r * w_row + i * wb..][..wb], y, *acc, m);
+    // SAFETY: the pointers stay inside the bounds asserted above; the callers carry the
+    // avx2/fma/f16c features the intrinsics need.
+    unsafe {
+        // The f16 pair at the start of a block as two f32 lanes.
+        let pair =
+            |p: *const u8| _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+        for i in 0..nb {
+            let y = a.as_ptr().add(i * ab);
+            let ys = pair(y);
+            let qy = _mm256_loadu_si256(y.add(q_at) as *const __m256i);
+            for (r, (acc, m)) in acc.iter_mut().zip(mins.iter_mut()).enumerate() {
+                let x = w.as_ptr().add(r * w_row + i * wb);
+                // Four rows are four short interleaved streams, which the hardware prefetcher
+                // follows late: ask for the same place in rows further on now.
+                let ahead = x.wrapping_add(ahead_rows * w_row);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                let d = _mm_mul_ps(pair(x), ys);
+                let q = int_dot(prep(std::slice::from_raw_parts(x, wb)), qy);
+                *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), _mm256_cvtepi32_ps(q), *acc);
+                if has_mins {
+                    *m += _mm_cvtss_f32(_mm_movehdup_ps(d));
+                }
+            }
         }
     }
     // SAFETY: the callers carry the avx2/fma/f16c features hsum_ps needs.
@@ -417,44 +442,23 @@ pub(super) fn rows_ahead(w_row: usize, group: usize) -> usize {
     group * (8192 / (group * w_row).max(1)).max(1)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
-    // SAFETY: this fn has the features the block kernel needs; the slices are whole blocks.
-    unsafe {
-        dot4_with(w, w_row, a, (18, 34), false, |x, y, acc, _| {
-            block_q4_0(x, y, acc)
-        })
-    }
+/// A four-row kernel per format over `dot4_with`.
+macro_rules! dot4_kernels {
+    ($($imp:ident: $sizes:expr, $mins:expr, $prep:ident, $dot:ident;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $imp(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+            // SAFETY: this fn has the features the helpers need, and dot4_with hands `prep`
+            // whole weight blocks of the size given.
+            unsafe { dot4_with(w, w_row, a, $sizes, $mins, |x| $prep(x), |x, y| $dot(x, y)) }
+        }
+    )*};
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_q4_1_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
-    // SAFETY: as dot4_q4_0_impl.
-    unsafe {
-        dot4_with(w, w_row, a, (20, 36), true, |x, y, acc, m| {
-            block_q4_1(x, y, acc, m)
-        })
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_q5_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
-    // SAFETY: as dot4_q4_0_impl.
-    unsafe {
-        dot4_with(w, w_row, a, (22, 34), false, |x, y, acc, _| {
-            block_q5_0(x, y, acc)
-        })
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_q8_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
-    // SAFETY: as dot4_q4_0_impl.
-    unsafe {
-        dot4_with(w, w_row, a, (34, 34), false, |x, y, acc, _| {
-            block_q8_0(x, y, acc)
-        })
-    }
+dot4_kernels! {
+    dot4_q4_0_impl: (18, 34, 2), false, prep_q4_0, dot_i8;
+    dot4_q4_1_impl: (20, 36, 4), true, prep_q4_1, dot_u8_i8;
+    dot4_q5_0_impl: (22, 34, 2), false, prep_q5_0, dot_i8;
+    dot4_q8_0_impl: (34, 34, 2), false, prep_q8_0, dot_i8;
 }
 
 macro_rules! safe_dot4 {
