@@ -223,6 +223,7 @@ fn build(path: KernelPath) -> Kernels {
         crate::arch::x86::tile::install(&mut k.tile8_rows8, &mut k.tile4, vnni);
         if path == KernelPath::Avx512 {
             crate::arch::x86::avx512::install(&mut k.dot);
+            crate::arch::x86::avx512::install_dot4(&mut k.dot4);
             if vnni {
                 crate::arch::x86::vnni_tile::install(&mut k.tile8, &mut k.tile4);
                 crate::arch::x86::gemv16::install(&mut k.rows16, &mut k.tile16_rows8);
@@ -372,8 +373,12 @@ impl Kernels {
                 }
                 _ => {
                     let d = self.dot[t];
+                    // One token: the four-row dots where the path has them (a tile's sharing
+                    // across tokens buys nothing), else its four-row tile.
                     let (tile8, tile4) = if batch >= 2 {
                         (self.tile8[t], self.tile4[t])
+                    } else if self.dot4[t].is_none() {
+                        (None, self.tile4[t])
                     } else {
                         (None, None)
                     };

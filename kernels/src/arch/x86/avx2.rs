@@ -381,7 +381,7 @@ pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
 /// lane 1 `m_w * s_a`, the products the one-row kernel forms. `(wb, ab, q_at)`: weight block
 /// bytes, activation block bytes, where the activation quants start.
 #[inline(always)]
-unsafe fn dot4_with(
+pub(super) unsafe fn dot4_with(
     w: &[u8],
     w_row: usize,
     a: &[u8],

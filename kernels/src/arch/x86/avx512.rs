@@ -7,7 +7,7 @@
 //! avx512vl, avx2, fma and f16c; the safe wrappers rely on that.
 
 use super::avx2::{self, hmul};
-use crate::dot::VecDotFn;
+use crate::dot::{Dot4Fn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4};
 use std::arch::x86_64::*;
@@ -20,6 +20,45 @@ pub(crate) fn install(dot: &mut [VecDotFn; 11]) {
     dot[GgmlType::Q8_0.index()] = dot_q8_0;
     dot[GgmlType::Q4K.index()] = dot_q4_k;
     dot[GgmlType::Q6K.index()] = dot_q6_k;
+}
+
+/// Overrides four-row entries (call after `avx2::install_dot4`).
+pub(crate) fn install_dot4(dot4: &mut [Option<Dot4Fn>; 11]) {
+    dot4[GgmlType::Q5_0.index()] = Some(dot4_q5_0);
+}
+
+fn dot4_q5_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: only installed by dispatch after the AVX-512 and AVX2 features were detected.
+    unsafe { dot4_q5_0_impl(w, w_row, a) }
+}
+
+/// The AVX2 four-row Q5_0 kernel with the fifth bits spread to bytes by one mask move.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dot4_q5_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
+    // SAFETY: this fn has the features the helpers need; dot4_with hands `prep` whole blocks.
+    unsafe {
+        avx2::dot4_with(
+            w,
+            w_row,
+            a,
+            (22, 34, 2),
+            false,
+            |x| prep_q5_0(x),
+            |x, y| avx2::dot_i8(x, y),
+        )
+    }
+}
+
+/// A Q5_0 block's quants as signed bytes (nibble | fifth bit << 4, less 16): `avx2::prep_q5_0`
+/// with the 32 bits of qh turned into bytes by a mask move.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn prep_q5_0(x: &[u8]) -> __m256i {
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    // SAFETY: the block holds 16 nibble bytes at 6.
+    let qx = unsafe { avx2::nibbles(&x[6..]) };
+    let high = _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10));
+    _mm256_sub_epi8(_mm256_or_si256(qx, high), _mm256_set1_epi8(16))
 }
 
 macro_rules! safe_wrappers {

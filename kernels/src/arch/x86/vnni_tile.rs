@@ -13,7 +13,7 @@
 //! Reached only through `install`, which dispatch calls on its AVX-512 path after detecting
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
 
-use super::avx2::{hsum_ps, nibbles};
+use super::avx2::{hsum_ps, nibbles, rows_ahead};
 use super::tile::tile_blocks;
 use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::GgmlType;
@@ -201,6 +201,7 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
         unsafe { _mm512_loadu_si512(lanes.as_ptr() as *const _) }
     });
     let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    let ahead_rows = rows_ahead(w_row, R);
     let mut acc = [[_mm512_setzero_ps(); P]; T];
     // SAFETY: every pointer below stays inside blocks that tile_blocks checked; this fn has the
     // features.
@@ -212,6 +213,11 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
             let mut sc16 = [_mm256_setzero_si256(); R];
             for (r, (sumi, sc16)) in sumi.iter_mut().zip(sc16.iter_mut()).enumerate() {
                 let x = x(r);
+                // The same block of the rows further on (decode reads each weight once).
+                let ahead = x.wrapping_add(ahead_rows * w_row);
+                for o in [0, 64, 128, WB - 1] {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+                }
                 *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
                 let s512 = _mm512_castsi256_si512(*sc16);
                 for h in 0..2 {
