@@ -119,14 +119,7 @@ unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
         a.len() == nb * AB && w.len() >= 15 * w_row + nb * WB && nb * WB <= w_row,
         "gemv16: 16 weight rows of {nb} Q4_0 blocks do not fit the slices"
     );
-    assert!(
-        16 * w_row <= i32::MAX as usize,
-        "gemv16: rows too long for the scale gather"
-    );
-    let row_at = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(w_row as i32),
-    );
+    let row_at = row_offsets(w_row, &IN_ORDER);
     let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = _mm512_setzero_ps();
     let mut i = 0;
@@ -171,6 +164,9 @@ fn transpose4x4(z: &[__m512i; 4]) -> [__m512i; 4] {
     ]
 }
 
+/// Rows in lane order.
+const IN_ORDER: [i32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
 /// Lane l of `tile16_q4_0`'s vectors holds row `Q4_0_ROWS[l]`: 128-bit lane L, position j
 /// is row 4j + L (the order a 4 x 4 transpose of four-row registers leaves them in).
 const Q4_0_ROWS: [i32; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
@@ -198,13 +194,7 @@ unsafe fn tile16_q4_0_impl(
     const AB: usize = 34;
     // Every read below lies inside these bounds (the gather reads 4 bytes at a block's start).
     let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
-    assert!(
-        16 * w_row <= i32::MAX as usize,
-        "tile16: rows too long for the scale gather"
-    );
-    // SAFETY: Q4_0_ROWS is sixteen i32s; loadu has no alignment requirement.
-    let rows = unsafe { _mm512_loadu_si512(Q4_0_ROWS.as_ptr() as *const _) };
-    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let row_at = row_offsets(w_row, &Q4_0_ROWS);
     let ahead_rows = rows_ahead(w_row, 16);
     let (m4, eight, ones) = (
         _mm512_set1_epi8(0x0f),
@@ -266,12 +256,7 @@ unsafe fn tile16_q4_0_impl(
     }
     let mut out = [[0f32; 16]; 8];
     for (o, acc) in out.iter_mut().zip(acc).take(nt) {
-        let mut lanes = [0f32; 16];
-        // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
-        for (l, v) in lanes.into_iter().enumerate() {
-            o[Q4_0_ROWS[l] as usize] = v;
-        }
+        *o = lanes_to_rows(acc, &Q4_0_ROWS);
     }
     out
 }
@@ -409,13 +394,7 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
         a.len() == nb * AB && w.len() >= 15 * w_row + nb * WB && nb * WB <= w_row,
         "gemv16: 16 weight rows of {nb} Q4_K blocks do not fit the slices"
     );
-    assert!(
-        16 * w_row <= i32::MAX as usize,
-        "gemv16: rows too long for the scale gather"
-    );
-    // SAFETY: Q4K_ROWS is sixteen i32s; loadu has no alignment requirement.
-    let rows = unsafe { _mm512_loadu_si512(Q4K_ROWS.as_ptr() as *const _) };
-    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let row_at = row_offsets(w_row, &Q4K_ROWS);
     let m4 = _mm512_set1_epi8(0x0f);
     let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = _mm512_setzero_ps();
@@ -459,21 +438,35 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
             q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc, &mut acc_m));
         }
     }
-    q4_k_rows_out(acc, acc_m, &Q4K_ROWS)
+    lanes_to_rows(_mm512_sub_ps(acc, acc_m), &Q4K_ROWS)
 }
 
-/// `acc - acc_m` with lane l moved to row `order[l]`.
+/// The sixteen lanes of `v` as rows: lane l is row `order[l]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn q4_k_rows_out(acc: __m512, acc_m: __m512, order: &[i32; 16]) -> [f32; 16] {
+fn lanes_to_rows(v: __m512, order: &[i32; 16]) -> [f32; 16] {
     let mut lanes = [0f32; 16];
     // SAFETY: `lanes` is sixteen f32s; storeu has no alignment requirement.
-    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_sub_ps(acc, acc_m)) };
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
     let mut out = [0f32; 16];
     for (l, v) in lanes.into_iter().enumerate() {
         out[order[l] as usize] = v;
     }
     out
+}
+
+/// Byte offsets of sixteen rows `w_row` apart for the scale gathers, lane l holding row
+/// `order[l]`'s.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn row_offsets(w_row: usize, order: &[i32; 16]) -> __m512i {
+    assert!(
+        16 * w_row <= i32::MAX as usize,
+        "sixteen rows of {w_row} bytes are too long for the scale gathers"
+    );
+    // SAFETY: `order` is sixteen i32s; loadu has no alignment requirement.
+    let rows = unsafe { _mm512_loadu_si512(order.as_ptr() as *const _) };
+    _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32))
 }
 
 /// Sixteen rows' scales and mins of one super-block (ggml's get_scale_min_k4, sixteen rows at a
@@ -600,13 +593,7 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
     const WB: usize = 144;
     const AB: usize = 292;
     let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
-    assert!(
-        16 * w_row <= i32::MAX as usize,
-        "tile16: rows too long for the scale gather"
-    );
-    // SAFETY: Q4_0_ROWS is sixteen i32s; loadu has no alignment requirement.
-    let rows = unsafe { _mm512_loadu_si512(Q4_0_ROWS.as_ptr() as *const _) };
-    let row_at = _mm512_mullo_epi32(rows, _mm512_set1_epi32(w_row as i32));
+    let row_at = row_offsets(w_row, &Q4_0_ROWS);
     let m4 = _mm512_set1_epi8(0x0f);
     let ahead_rows = rows_ahead(w_row, 16);
     let mut acc = [_mm512_setzero_ps(); 8];
@@ -664,7 +651,7 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
     }
     let mut out = [[0f32; 16]; 8];
     for (t, o) in out.iter_mut().enumerate().take(nt) {
-        *o = q4_k_rows_out(acc[t], acc_m[t], &Q4_0_ROWS);
+        *o = lanes_to_rows(_mm512_sub_ps(acc[t], acc_m[t]), &Q4_0_ROWS);
     }
     out
 }
