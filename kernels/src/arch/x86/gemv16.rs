@@ -291,6 +291,16 @@ unsafe fn q4_0_chunk<const NK: usize>(
             yhi,
         );
         let bias = _mm512_sub_epi32(_mm512_setzero_si512(), e);
+        // Row r's scale (the f16 at its block's start) in lane r, gathered first so that the
+        // gathers' latency passes while the rows' sums form.
+        let mut dw = [_mm512_setzero_ps(); 4];
+        for (k, dw) in dw.iter_mut().enumerate().take(NK) {
+            let g = _mm512_i32gather_epi32::<1>(
+                _mm512_add_epi32(row_at, _mm512_set1_epi32((k * WB) as i32)),
+                wp as *const i32,
+            );
+            *dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        }
         // Reduced two rows at a time as they come, so that the partial sums stay in registers.
         // (A loop, not a closure: this fn has no target features of its own for one to inherit.)
         let mut q = [_mm512_setzero_si512(); 8];
@@ -311,15 +321,9 @@ unsafe fn q4_0_chunk<const NK: usize>(
             *q = pair_blocks(p[0], p[1]);
         }
         let s = transpose_sum16x4(&q);
-        for (k, s) in s.iter().enumerate().take(NK) {
-            // Row r's scale (the f16 at its block's start) in lane r.
-            let g = _mm512_i32gather_epi32::<1>(
-                _mm512_add_epi32(row_at, _mm512_set1_epi32((k * WB) as i32)),
-                wp as *const i32,
-            );
-            let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        for (k, (s, dw)) in s.iter().zip(&dw).enumerate().take(NK) {
             let dy = half::f16::from_le_bytes([*ap.add(k * AB), *ap.add(k * AB + 1)]).to_f32();
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+            let d = _mm512_mul_ps(*dw, _mm512_set1_ps(dy));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), d, acc);
         }
         acc
