@@ -118,9 +118,8 @@ pub struct Kernels {
     dot4_rows8: [Option<Dot4Fn>; NT],
     /// Eight-row, four-token tiles of `dot_rows8` where its GEMM and GEMV orders agree (Q4_0).
     tile8_rows8: [Option<Tile8Fn>; NT],
-    /// Sixteen-row, one-token versions of `dot_rows8` (its GEMM and GEMV orders), where a path
-    /// has them.
-    rows16: [Option<(Gemv16Fn, Gemv16Fn)>; NT],
+    /// Sixteen-row, one-token versions of `dot_rows8`'s GEMV order, where a path has them.
+    gemv16_rows8: [Option<Gemv16Fn>; NT],
     /// Sixteen-row, eight-token tiles of `dot_rows8` (its GEMM and GEMV orders).
     tile16_rows8: [Option<(Tile16Fn, Tile16Fn)>; NT],
     quant: [QuantFn; NT],
@@ -202,7 +201,7 @@ fn build(path: KernelPath) -> Kernels {
         tile8: [None; NT],
         dot4_rows8: [None; NT],
         tile8_rows8: [None; NT],
-        rows16: [None; NT],
+        gemv16_rows8: [None; NT],
         tile16_rows8: [None; NT],
         // Activations (and cached K/V) quantize as llama.cpp's runtime does; weights written by
         // `lckv quantize` use `quant::quantize_row` directly.
@@ -226,7 +225,7 @@ fn build(path: KernelPath) -> Kernels {
             crate::arch::x86::avx512::install_dot4(&mut k.dot4);
             if vnni {
                 crate::arch::x86::vnni_tile::install(&mut k.tile8, &mut k.tile4);
-                crate::arch::x86::gemv16::install(&mut k.rows16, &mut k.tile16_rows8);
+                crate::arch::x86::gemv16::install(&mut k.gemv16_rows8, &mut k.tile16_rows8);
             }
         }
     }
@@ -261,8 +260,8 @@ struct MatmulJob<'a> {
     tile8: Option<Tile8Fn>,
     /// Four weight rows by two activation rows at a time, under the same condition.
     tile4: Option<Tile4Fn>,
-    /// Sixteen weight rows against one activation row: (for rows before `gemm_rows`, after).
-    rows16: Option<(Gemv16Fn, Gemv16Fn)>,
+    /// Sixteen weight rows against the one activation row of a decode step.
+    gemv16: Option<Gemv16Fn>,
     /// Sixteen weight rows by the activation rows of a batch tile: (for rows before
     /// `gemm_rows`, after).
     tile16: Option<(Tile16Fn, Tile16Fn)>,
@@ -349,7 +348,7 @@ impl Kernels {
         // interleaved blocks, with kernels of their own order: a GEMM for activation rows four
         // at a time and a GEMV for the rest.
         let t = wty.index();
-        let mut rows16 = None;
+        let mut gemv16 = None;
         let mut tile16 = None;
         let (dot, dot_tail, gemm_rows, dot4, tile8, tile4) =
             match (self.dot_gemm[t], self.dot_rows8[t]) {
@@ -358,9 +357,11 @@ impl Kernels {
                 }
                 // dot4_rows8 and tile8_rows8 exist only where the GEMM and GEMV orders agree.
                 (_, Some((gemm, gemv))) if rows.is_multiple_of(8) => {
-                    rows16 = self.rows16[t];
+                    // Sixteen rows where the path has them: a tile for a batch, else one token.
                     if batch >= 2 {
                         tile16 = self.tile16_rows8[t];
+                    } else {
+                        gemv16 = self.gemv16_rows8[t];
                     }
                     (
                         gemm,
@@ -393,7 +394,7 @@ impl Kernels {
                 dot4,
                 tile8,
                 tile4,
-                rows16,
+                gemv16,
                 tile16,
                 gemm_rows: gemm_rows.saturating_sub(b0),
                 w,
@@ -530,14 +531,10 @@ fn matmul_rows(job: &MatmulJob, r0: usize, n: usize, mut parts: [&mut [f32]; BAT
     if let Some(tile16) = job.tile16 {
         done = run_tiles(job, r0, n, done, &mut parts, tile16);
     }
-    if let Some((gemm16, gemv16)) = job.rows16 {
+    if let Some(gemv16) = job.gemv16 {
         while done + 16 <= n {
             let w = &job.w[(r0 + done) * job.w_row..][..16 * job.w_row];
-            for (b, p) in parts.iter_mut().enumerate().take(job.batch) {
-                let k = if b < job.gemm_rows { gemm16 } else { gemv16 };
-                let a = &job.a[b * job.a_row..][..job.a_row];
-                p[done..done + 16].copy_from_slice(&k(w, job.w_row, a));
-            }
+            parts[0][done..done + 16].copy_from_slice(&gemv16(w, job.w_row, &job.a[..job.a_row]));
             done += 16;
         }
     }

@@ -29,27 +29,22 @@ use crate::dot::{Gemv16Fn, Tile16Fn};
 use crate::formats::GgmlType;
 use std::arch::x86_64::*;
 
-/// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI).
-/// Each `rows16` entry is (the GEMM order's kernel, the GEMV order's kernel), as
-/// `dot::dot_rows8_fn`, and so is each `tile16` entry.
+/// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI): the one-token kernels
+/// (the GEMV order of `dot::dot_rows8_fn`) and the tiles, each (the GEMM order's, the GEMV
+/// order's).
 pub(crate) fn install(
-    rows16: &mut [Option<(Gemv16Fn, Gemv16Fn)>; 11],
+    gemv16: &mut [Option<Gemv16Fn>; 11],
     tile16: &mut [Option<(Tile16Fn, Tile16Fn)>; 11],
 ) {
     tile16[GgmlType::Q4_0.index()] = Some((tile16_q4_0, tile16_q4_0));
     tile16[GgmlType::Q4K.index()] = Some((tile16_q4_k_gemm, tile16_q4_k_gemv));
-    rows16[GgmlType::Q4_0.index()] = Some((gemv16_q4_0, gemv16_q4_0));
-    rows16[GgmlType::Q4K.index()] = Some((gemm16_q4_k, gemv16_q4_k));
+    gemv16[GgmlType::Q4_0.index()] = Some(gemv16_q4_0);
+    gemv16[GgmlType::Q4K.index()] = Some(gemv16_q4_k);
 }
 
 fn gemv16_q4_k(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
-    // SAFETY: only installed by dispatch after the features of q4_k_rows16 were detected.
-    unsafe { q4_k_rows16::<false>(w, w_row, a) }
-}
-
-fn gemm16_q4_k(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
-    // SAFETY: only installed by dispatch after the features of q4_k_rows16 were detected.
-    unsafe { q4_k_rows16::<true>(w, w_row, a) }
+    // SAFETY: only installed by dispatch after the features of gemv16_q4_k_impl were detected.
+    unsafe { gemv16_q4_k_impl(w, w_row, a) }
 }
 
 fn gemv16_q4_0(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
@@ -386,10 +381,10 @@ fn subblock_sums16(g: &[__m512i; 8]) -> [__m512i; 8] {
     [a(0), a(1), b(0), b(1), a(2), a(3), b(2), b(3)]
 }
 
+/// Sixteen Q4_K rows against one Q8_K row, in the repacked GEMV's order (one FMA per
+/// super-block).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-/// Sixteen Q4_K rows against one Q8_K row: with `GEMM`, one FMA per 64-element chunk (the
-/// repacked GEMM's order), else one per super-block (its GEMV's).
-unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
+unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     const WB: usize = 144; // d, dmin (f16), 12 scale bytes, 128 nibble bytes
     const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
     let nb = a.len() / AB;
@@ -439,7 +434,7 @@ unsafe fn q4_k_rows16<const GEMM: bool>(w: &[u8], w_row: usize, a: &[u8]) -> [f3
             let g: [__m512i; 8] = std::array::from_fn(|j| pair_rows(row(2 * j), row(2 * j + 1)));
             let s = subblock_sums16(&g);
             let scales = q4_k_scales16(wp, row_at);
-            q4_k_accumulate::<GEMM>(&s, &scales, y, (&mut acc, &mut acc_m));
+            q4_k_accumulate::<false>(&s, &scales, y, (&mut acc, &mut acc_m));
         }
     }
     lanes_to_rows(_mm512_sub_ps(acc, acc_m), &Q4K_ROWS)
@@ -582,7 +577,7 @@ fn tile16_q4_k_gemv(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -
 }
 
 /// Sixteen Q4_K rows against `nt` (1..=8) Q8_K rows, all in the GEMM or all in the GEMV order
-/// (see `q4_k_rows16`). Per super-block the sixteen rows' nibble bytes are transposed once for
+/// (see `q4_k_accumulate`). Per super-block the sixteen rows' nibble bytes are transposed once for
 /// all the tokens (as in `tile16_q4_0`: vector q holds bytes 4q..4q + 4 of every row, in the lane
 /// order `Q4_0_ROWS`) and the scales decoded once; each token's quants then go in as broadcast
 /// four-byte groups, so every sub-block sum forms in its row's lane with no reduction.
