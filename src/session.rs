@@ -1,13 +1,17 @@
-//! A session: one model, one arena, one sequence. It feeds prompts through the forward pass in
-//! batches (choosing the prefill strategy for condensed plans), decodes token by token, and
-//! knows where the context ends. Generation loops over it without allocating.
+//! A session: one model, one arena, one sequence. Its plan (`SessionPlan`) turns the options into
+//! the buffer sizes and the memory plan before anything is allocated; the session is built from
+//! that plan. It feeds prompts through the forward pass in batches (choosing the prefill strategy
+//! for condensed plans), decodes token by token, and knows where the context ends. Generation
+//! loops over it without allocating.
 
 use std::time::Instant;
 
-use crate::memory::plan::MemoryPlan;
-use crate::model::forward::{Forward, ForwardDims, ForwardStats, Logits, Prefill};
+use crate::memory::dims::SessionDims;
+use crate::memory::plan::{longest_context, MemoryPlan, Resident};
+use crate::model::forward::{Forward, ForwardStats, Logits, Prefill};
 use crate::model::kv_plan::Segment;
 use crate::model::Model;
+use crate::sampler::{Sampler, SamplerConfig};
 use crate::{Error, Result};
 use lckv_kernels::{GgmlType, Kernels};
 
@@ -57,6 +61,64 @@ impl Default for SessionOptions {
     }
 }
 
+impl SessionOptions {
+    /// The buffer sizes these options ask for: the one place where they are derived (a batch no
+    /// larger than the context, at least one row of everything).
+    pub fn dims(&self) -> SessionDims {
+        SessionDims {
+            n_ctx: self.n_ctx,
+            n_batch: self.n_batch.min(self.n_ctx).max(1),
+            logit_rows: self.logit_rows.max(1),
+            kv_type: self.kv_type,
+            early_exit: self.early_exit.is_some(),
+        }
+    }
+}
+
+/// Everything `sessions` sessions of a model will hold, computed before any is built: the
+/// options, and the memory plan with every part (weights, each session's KV cache, scratch,
+/// logits, attention and sampler, the tokenizer, the process). Sessions are built from it.
+#[derive(Clone, Debug)]
+pub struct SessionPlan {
+    pub opts: SessionOptions,
+    pub memory: MemoryPlan,
+}
+
+impl SessionPlan {
+    pub fn new(model: &Model, opts: SessionOptions, sessions: usize) -> Result<SessionPlan> {
+        let dims = opts.dims();
+        let memory = MemoryPlan::new(
+            &model.dims(),
+            &dims,
+            sessions,
+            Resident {
+                weights: model.weights.mapped_bytes(),
+                tokenizer: model.tokenizer_bytes(),
+                sampler: Sampler::heap_bytes(model.cfg.n_vocab, dims.n_ctx),
+            },
+        )?;
+        Ok(SessionPlan { opts, memory })
+    }
+
+    /// The longest context (up to `max_ctx`) at which `sessions` sessions with these options
+    /// fit `budget`.
+    pub fn longest_context(
+        model: &Model,
+        opts: &SessionOptions,
+        sessions: usize,
+        budget: usize,
+        max_ctx: usize,
+    ) -> Result<usize> {
+        longest_context(budget, max_ctx, |n_ctx| {
+            let opts = SessionOptions {
+                n_ctx,
+                ..opts.clone()
+            };
+            Ok(SessionPlan::new(model, opts, sessions)?.memory)
+        })
+    }
+}
+
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -83,43 +145,37 @@ pub struct Session<'m> {
     fwd: Forward,
     opts: SessionOptions,
     n_past: usize,
-    /// Logits of the last position run.
-    last: Vec<f32>,
     /// What `auto` resolved to for this model, decided once.
     resolved: Option<Prefill>,
 }
 
 impl<'m> Session<'m> {
+    /// A session with its own plan (one session, no budget check).
     pub fn new(
         model: &'m Model,
         kern: &'static Kernels,
         opts: SessionOptions,
     ) -> Result<Session<'m>> {
-        let n_batch = opts.n_batch.min(opts.n_ctx).max(1);
-        let dims = ForwardDims {
-            n_batch,
-            n_ctx: opts.n_ctx,
-            logit_rows: opts.logit_rows.max(1),
-            kv_type: opts.kv_type,
-            early_exit: opts.early_exit.is_some(),
-        };
-        let fwd = Forward::new(model, kern, dims)?;
+        Session::from_plan(model, kern, &SessionPlan::new(model, opts, 1)?)
+    }
+
+    /// A session of a plan already made (and checked against a budget).
+    pub fn from_plan(
+        model: &'m Model,
+        kern: &'static Kernels,
+        plan: &SessionPlan,
+    ) -> Result<Session<'m>> {
         Ok(Session {
             model,
-            fwd,
-            opts,
+            fwd: Forward::new(model, kern, plan.memory.dims)?,
+            opts: plan.opts.clone(),
             n_past: 0,
-            last: vec![0.0; model.cfg.n_vocab],
             resolved: None,
         })
     }
 
-    pub fn dims(&self) -> ForwardDims {
+    pub fn dims(&self) -> SessionDims {
         *self.fwd.dims()
-    }
-
-    pub fn memory_plan(&self) -> Result<MemoryPlan> {
-        MemoryPlan::new(self.model, self.fwd.dims())
     }
 
     pub fn model(&self) -> &'m Model {
@@ -132,6 +188,19 @@ impl<'m> Session<'m> {
 
     pub fn n_ctx(&self) -> usize {
         self.opts.n_ctx
+    }
+
+    /// A sampler for this session. Its repetition history holds at most the context (older
+    /// tokens are gone from the sequence anyway), as the memory plan counts it.
+    pub fn sampler(&self, cfg: SamplerConfig) -> Sampler {
+        let repeat_last_n = cfg.repeat_last_n.min(self.opts.n_ctx);
+        Sampler::new(
+            SamplerConfig {
+                repeat_last_n,
+                ..cfg
+            },
+            self.model.cfg.n_vocab,
+        )
     }
 
     /// Forgets the sequence (the cache is overwritten as new tokens arrive).
@@ -201,7 +270,6 @@ impl<'m> Session<'m> {
                 _ if last_chunk => Logits::Last,
                 _ => Logits::None,
             };
-            let last = &mut self.last;
             let offset = done;
             let s = self.fwd.forward(
                 self.model,
@@ -210,9 +278,6 @@ impl<'m> Session<'m> {
                 strategy,
                 chunk_want,
                 &mut |i, l| {
-                    if offset + i + 1 == total {
-                        last.copy_from_slice(l);
-                    }
                     if want != Logits::None {
                         sink(offset + i, l);
                     }
@@ -233,22 +298,21 @@ impl<'m> Session<'m> {
                 self.opts.n_ctx
             )));
         }
-        let last = &mut self.last;
         self.fwd.forward(
             self.model,
             &[token],
             self.n_past,
             Prefill::Sequential,
             Logits::Last,
-            &mut |_, l| last.copy_from_slice(l),
+            &mut |_, _| {},
         )?;
         self.n_past += 1;
-        Ok(&self.last)
+        Ok(self.fwd.last_logits())
     }
 
     /// Logits of the last position run.
     pub fn logits(&self) -> &[f32] {
-        &self.last
+        self.fwd.last_logits()
     }
 }
 

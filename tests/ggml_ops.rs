@@ -7,7 +7,7 @@
 #![cfg(feature = "reference")]
 
 use lckv::reference_ggml as ggml;
-use lckv_kernels::{AttnScratch, GgmlType, KernelPath, Kernels, KvLayout};
+use lckv_kernels::{AttnQuery, GgmlType, KernelPath, Kernels, KvLayout, KvView, OwnedAttnScratch};
 use llama_cpp_sys_2 as sys;
 
 /// Deterministic values with a spread like activations (a few large, most small).
@@ -247,21 +247,25 @@ fn check_attention(
         }
     }
     for k in paths() {
-        let mut scratch = AttnScratch::new(n_kv, hd);
+        let mut scratch = OwnedAttnScratch::new(n_kv, hd);
         let mut ours = vec![0f32; theirs.len()];
         for h in 0..nh {
             for r in 0..n_tok {
                 let (at, qat) = ((h * n_tok + r) * hd, (r * nh + h) * hd);
                 k.attend(
-                    &layout,
-                    &kc,
-                    &vc,
-                    h / (nh / nkh),
-                    visible(r),
-                    &q[qat..qat + hd],
-                    scale,
-                    n_tok >= 2,
-                    &mut scratch,
+                    &AttnQuery {
+                        kv: KvView {
+                            layout,
+                            k: &kc,
+                            v: &vc,
+                        },
+                        kv_head: h / (nh / nkh),
+                        visible: visible(r),
+                        q: &q[qat..qat + hd],
+                        scale,
+                        batched: n_tok >= 2,
+                    },
+                    &mut scratch.view(),
                     &mut ours[at..at + hd],
                 );
             }

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use lckv::memory::kv_cache::bytes_per_token;
 use lckv::model::forward::Logits;
 use lckv::model::kv_plan::KvPlan;
 use lckv::model::{LoadOptions, Model};
@@ -46,11 +45,11 @@ fn shipped_model_has_a_condensed_plan() {
     assert_eq!(plan.passes(), 9);
     let mut standard = m.cfg.clone();
     standard.plan = KvPlan::identity(30);
-    let condensed = bytes_per_token(&m.cfg, GgmlType::F16).unwrap();
+    let condensed = m.cfg.kv_bytes_per_token(GgmlType::F16).unwrap();
     assert_eq!(condensed, 2304);
     assert_eq!(
         condensed * 10,
-        bytes_per_token(&standard, GgmlType::F16).unwrap()
+        standard.kv_bytes_per_token(GgmlType::F16).unwrap()
     );
 }
 

@@ -58,93 +58,155 @@ impl KvLayout {
     }
 }
 
-/// Working memory of [`attend_scalar`], allocated once per thread.
-pub struct AttnScratch {
-    scores: Vec<f32>,
-    q_conv: Vec<u8>,
-    v_row: Vec<f32>,
-    /// `STEP` partial sums of the weighted values, `head_dim` each (see [`attend_with`]).
-    lanes: Vec<f32>,
+/// The keys and values a query reads: one producer layer's cache, `[position][kv head]` rows.
+#[derive(Clone, Copy, Debug)]
+pub struct KvView<'a> {
+    pub layout: KvLayout,
+    pub k: &'a [u8],
+    pub v: &'a [u8],
 }
 
-impl AttnScratch {
-    pub fn new(max_ctx: usize, head_dim: usize) -> Self {
+/// One query head's attention: `softmax(scale * q·K[t]) V[t]` over the `visible` positions of
+/// kv head `kv_head` in `kv`.
+#[derive(Clone, Debug)]
+pub struct AttnQuery<'a> {
+    pub kv: KvView<'a>,
+    pub kv_head: usize,
+    pub visible: Range<usize>,
+    pub q: &'a [f32],
+    pub scale: f32,
+    /// The query is one of two or more computed together: ggml's x86 build sums the weighted
+    /// values in its GEMM order then, and so does [`attend_with`].
+    pub batched: bool,
+}
+
+/// Working memory of one attention call, borrowed from the caller (the session arena): scores
+/// over the context, the query converted to the cache's dot type, a dequantized V row and the
+/// partial sums of the weighted values.
+pub struct AttnScratch<'a> {
+    scores: &'a mut [f32],
+    q_conv: &'a mut [u8],
+    v_row: &'a mut [f32],
+    lanes: &'a mut [f32],
+}
+
+/// Element counts of each part of an [`AttnScratch`]: the one statement of its size.
+struct ScratchParts {
+    scores: usize,
+    q_conv: usize,
+    v_row: usize,
+    lanes: usize,
+}
+
+impl ScratchParts {
+    fn new(max_ctx: usize, head_dim: usize) -> ScratchParts {
+        ScratchParts {
+            // Softmax works on whole groups of LANES positions on either side of the range.
+            scores: max_ctx + 2 * LANES,
+            // The widest cache type's dot type (f32) takes 4 bytes per element.
+            q_conv: 4 * head_dim,
+            v_row: head_dim,
+            lanes: STEP * head_dim,
+        }
+    }
+}
+
+impl<'a> AttnScratch<'a> {
+    /// The f32 elements and bytes one scratch needs for `max_ctx` positions of `head_dim`.
+    pub fn len(max_ctx: usize, head_dim: usize) -> (usize, usize) {
+        let p = ScratchParts::new(max_ctx, head_dim);
+        (p.scores + p.v_row + p.lanes, p.q_conv)
+    }
+
+    /// Carves a scratch from `floats` and `bytes`, at least [`AttnScratch::len`] long.
+    ///
+    /// # Panics
+    /// When a buffer is shorter than [`AttnScratch::len`] says (a caller bug).
+    pub fn new(
+        floats: &'a mut [f32],
+        bytes: &'a mut [u8],
+        max_ctx: usize,
+        head_dim: usize,
+    ) -> AttnScratch<'a> {
+        let p = ScratchParts::new(max_ctx, head_dim);
+        let (nf, nb) = Self::len(max_ctx, head_dim);
+        assert!(
+            floats.len() >= nf && bytes.len() >= nb,
+            "attention scratch: {} floats and {} bytes given, {nf} and {nb} needed",
+            floats.len(),
+            bytes.len()
+        );
+        let (scores, rest) = floats.split_at_mut(p.scores);
+        let (v_row, rest) = rest.split_at_mut(p.v_row);
         AttnScratch {
-            scores: vec![0.0; max_ctx + 2 * LANES],
-            q_conv: vec![0; 4 * head_dim],
-            v_row: vec![0.0; head_dim],
-            lanes: vec![0.0; STEP * head_dim],
+            scores,
+            q_conv: &mut bytes[..p.q_conv],
+            v_row,
+            lanes: &mut rest[..p.lanes],
         }
     }
 
-    /// Heap bytes [`AttnScratch::new`] allocates, for memory planning.
-    pub fn bytes(max_ctx: usize, head_dim: usize) -> usize {
-        4 * (max_ctx + 2 * LANES) + 4 * head_dim + 4 * head_dim + 4 * STEP * head_dim
+    /// Positions this scratch can score at once.
+    fn max_ctx(&self) -> usize {
+        self.scores.len() - 2 * LANES
     }
 }
 
-/// `out = sum_t softmax_t(scale * q·K[t,g]) * V[t,g]` over `t` in `visible`, for kv head `g`.
-/// An empty `visible` gives `out = 0`.
+/// An attention scratch that owns its memory, for callers outside an arena (tests, tools).
+pub struct OwnedAttnScratch {
+    floats: Vec<f32>,
+    bytes: Vec<u8>,
+    max_ctx: usize,
+    head_dim: usize,
+}
+
+impl OwnedAttnScratch {
+    pub fn new(max_ctx: usize, head_dim: usize) -> Self {
+        let (nf, nb) = AttnScratch::len(max_ctx, head_dim);
+        OwnedAttnScratch {
+            floats: vec![0.0; nf],
+            bytes: vec![0; nb],
+            max_ctx,
+            head_dim,
+        }
+    }
+
+    pub fn view(&mut self) -> AttnScratch<'_> {
+        AttnScratch::new(
+            &mut self.floats,
+            &mut self.bytes,
+            self.max_ctx,
+            self.head_dim,
+        )
+    }
+}
+
+/// `out = sum_t softmax_t(scale * q·K[t,g]) * V[t,g]` over `t` in `query.visible`, for kv head
+/// `g = query.kv_head`. An empty `visible` gives `out = 0`.
 ///
 /// # Panics
-/// When a size disagrees with `layout` or the scratch (a caller bug).
-#[allow(clippy::too_many_arguments)]
-pub fn attend_scalar(
-    layout: &KvLayout,
-    k_cache: &[u8],
-    v_cache: &[u8],
-    g: usize,
-    visible: Range<usize>,
-    q: &[f32],
-    scale: f32,
-    batched: bool,
-    scratch: &mut AttnScratch,
-    out: &mut [f32],
-) {
-    let ty = layout.ty;
+/// When a size disagrees with the layout or the scratch (a caller bug).
+pub fn attend_scalar(query: &AttnQuery, scratch: &mut AttnScratch, out: &mut [f32]) {
+    let ty = query.kv.layout.ty;
     let fns = AttnFns {
         dot: crate::dot::dot_fn(ty),
         quant: crate::quant::activation_quant_fn(ty),
         dequant: crate::quant::dequant_fn(ty),
     };
-    attend_with(
-        &fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
-    );
+    attend_with(&fns, query, scratch, out);
 }
 
 /// An attention implementation: [`attend_with`] compiled for one kernel path.
-pub(crate) type AttendFn = fn(
-    &AttnFns,
-    &KvLayout,
-    &[u8],
-    &[u8],
-    usize,
-    Range<usize>,
-    &[f32],
-    f32,
-    bool,
-    &mut AttnScratch,
-    &mut [f32],
-);
+pub(crate) type AttendFn = fn(&AttnFns, &AttnQuery, &mut AttnScratch, &mut [f32]);
 
 /// [`attend_with`] compiled for the target's baseline features.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_baseline(
     fns: &AttnFns,
-    layout: &KvLayout,
-    k_cache: &[u8],
-    v_cache: &[u8],
-    g: usize,
-    visible: Range<usize>,
-    q: &[f32],
-    scale: f32,
-    batched: bool,
+    query: &AttnQuery,
     scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    attend_with(
-        fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
-    );
+    attend_with(fns, query, scratch, out);
 }
 
 /// The kernels attention needs for one cache type.
@@ -167,21 +229,26 @@ pub(crate) struct AttnFns {
 ///   are rounded to f16 first, as ggml converts them for its F16 products.
 ///
 /// `#[inline(always)]` so that SIMD paths recompile it under their target features.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn attend_with(
     fns: &AttnFns,
-    layout: &KvLayout,
-    k_cache: &[u8],
-    v_cache: &[u8],
-    g: usize,
-    visible: Range<usize>,
-    q: &[f32],
-    scale: f32,
-    batched: bool,
+    query: &AttnQuery,
     scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
+    let AttnQuery {
+        kv: KvView {
+            layout,
+            k: k_cache,
+            v: v_cache,
+        },
+        kv_head: g,
+        ref visible,
+        q,
+        scale,
+        batched,
+    } = *query;
+    let visible = visible.clone();
     let hd = layout.head_dim;
     let rb = layout.row_bytes();
     let pb = layout.pos_bytes();
@@ -217,7 +284,7 @@ pub(crate) fn attend_with(
             && scratch.q_conv.len() >= rb
             && scratch.lanes.len() >= STEP * hd,
         "attend: {n} visible positions or head_dim {hd} exceed the scratch (max_ctx {})",
-        scratch.scores.len() - 2 * LANES
+        scratch.max_ctx()
     );
     out.fill(0.0);
     if n == 0 {

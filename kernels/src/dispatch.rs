@@ -2,12 +2,11 @@
 //! (or the one named by `LCKV_KERNELS`), and every call after that goes through a table of
 //! function pointers resolved per type, so hot loops never branch on the type or the ISA.
 
-use crate::attention::{AttendFn, AttnFns, AttnScratch, KvLayout};
+use crate::attention::{AttendFn, AttnFns, AttnQuery, AttnScratch};
 use crate::dot::{Dot4Fn, Gemv16Fn, Tile16Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
 use crate::formats::GgmlType;
 use crate::quant::{check_row, DequantFn, QuantFn};
 use std::fmt;
-use std::ops::Range;
 use std::sync::OnceLock;
 
 /// An instruction-set path: the scalar reference or one of the SIMD kernel sets.
@@ -448,29 +447,14 @@ impl Kernels {
     }
 
     /// Attention, as [`crate::attention::attend_scalar`], with this path's dot kernels.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend(
-        &self,
-        layout: &KvLayout,
-        k_cache: &[u8],
-        v_cache: &[u8],
-        g: usize,
-        visible: Range<usize>,
-        q: &[f32],
-        scale: f32,
-        batched: bool,
-        scratch: &mut AttnScratch,
-        out: &mut [f32],
-    ) {
-        let i = layout.ty.index();
+    pub fn attend(&self, query: &AttnQuery, scratch: &mut AttnScratch, out: &mut [f32]) {
+        let i = query.kv.layout.ty.index();
         let fns = AttnFns {
             dot: self.dot[i],
             quant: self.quant[i],
             dequant: self.dequant[i],
         };
-        (self.attend)(
-            &fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
-        );
+        (self.attend)(&fns, query, scratch, out);
     }
 }
 

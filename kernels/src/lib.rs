@@ -13,6 +13,6 @@ pub mod fp_order;
 pub mod ops;
 pub mod quant;
 
-pub use attention::{AttnScratch, KvLayout};
+pub use attention::{AttnQuery, AttnScratch, KvLayout, KvView, OwnedAttnScratch};
 pub use dispatch::{kernels, kernels_from_env, select, KernelPath, Kernels};
 pub use formats::GgmlType;

@@ -2,7 +2,9 @@
 
 mod common;
 use common::Rng;
-use lckv_kernels::{attention, ops, quant, AttnScratch, GgmlType, KvLayout};
+use lckv_kernels::{
+    attention, ops, quant, AttnQuery, GgmlType, KvLayout, KvView, OwnedAttnScratch,
+};
 
 fn close(a: f32, b: f64, rel: f64, what: &str) {
     assert!(
@@ -183,7 +185,7 @@ fn attend_scalar_matches_f64_for_every_cache_type() {
                 quant::quantize_row(ty, &vv, &mut vc[off..off + rb]);
             }
         }
-        let mut scratch = AttnScratch::new(ctx, hd);
+        let mut scratch = OwnedAttnScratch::new(ctx, hd);
         // GQA: 6 query heads share 3 kv heads (query head h uses kv head h / 2).
         for h in 0..6 {
             let g = h / 2;
@@ -191,15 +193,19 @@ fn attend_scalar_matches_f64_for_every_cache_type() {
             for vis in [0..ctx, 10..11, 7..33] {
                 let mut out = vec![f32::NAN; hd];
                 attention::attend_scalar(
-                    &layout,
-                    &kc,
-                    &vc,
-                    g,
-                    vis.clone(),
-                    &q,
-                    0.125,
-                    false,
-                    &mut scratch,
+                    &AttnQuery {
+                        kv: KvView {
+                            layout,
+                            k: &kc,
+                            v: &vc,
+                        },
+                        kv_head: g,
+                        visible: vis.clone(),
+                        q: &q,
+                        scale: 0.125,
+                        batched: false,
+                    },
+                    &mut scratch.view(),
                     &mut out,
                 );
                 let want = reference_attend(&layout, &kc, &vc, g, vis.clone(), &q, 0.125);
@@ -216,23 +222,29 @@ fn attend_scalar_matches_f64_for_every_cache_type() {
         // Empty range: zeros.
         let mut out = vec![f32::NAN; hd];
         attention::attend_scalar(
-            &layout,
-            &kc,
-            &vc,
-            1,
-            4..4,
-            &[0.5; 64],
-            1.0,
-            false,
-            &mut scratch,
+            &AttnQuery {
+                kv: KvView {
+                    layout,
+                    k: &kc,
+                    v: &vc,
+                },
+                kv_head: 1,
+                visible: 4..4,
+                q: &[0.5; 64],
+                scale: 1.0,
+                batched: false,
+            },
+            &mut scratch.view(),
             &mut out,
         );
         assert!(out.iter().all(|&v| v == 0.0));
     }
     // Scores with a group of 8 of slack each side, q and one V row, and 32 partial sums.
+    // (f32 elements, bytes): scores with a group of 8 of slack each side, one V row and 32
+    // partial sums; q converted to the widest dot type (f32).
     assert_eq!(
-        AttnScratch::bytes(50, 64),
-        4 * (50 + 16) + 8 * 64 + 4 * 32 * 64
+        lckv_kernels::AttnScratch::len(50, 64),
+        (50 + 16 + 64 + 32 * 64, 4 * 64)
     );
 }
 

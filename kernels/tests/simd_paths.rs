@@ -4,7 +4,10 @@
 
 mod common;
 use common::Rng;
-use lckv_kernels::{attention, dot, quant, select, AttnScratch, GgmlType, KernelPath, KvLayout};
+use lckv_kernels::{
+    attention, dot, quant, select, AttnQuery, GgmlType, KernelPath, KvLayout, KvView,
+    OwnedAttnScratch,
+};
 
 fn paths() -> Vec<lckv_kernels::Kernels> {
     let ps: Vec<_> = KernelPath::ALL
@@ -307,8 +310,8 @@ fn attend_matches_scalar() {
                 quant::quantize_row(ty, &rng.vec(64, 1.0), &mut vc[row * rb..(row + 1) * rb]);
             }
             let q = rng.vec(64, 1.0);
-            let mut s1 = AttnScratch::new(ctx, 64);
-            let mut s2 = AttnScratch::new(ctx, 64);
+            let mut s1 = OwnedAttnScratch::new(ctx, 64);
+            let mut s2 = OwnedAttnScratch::new(ctx, 64);
             for (g, vis, batched) in [
                 (0, 0..ctx, false),
                 (0, 0..ctx, true),
@@ -318,27 +321,35 @@ fn attend_matches_scalar() {
             ] {
                 let (mut o1, mut o2) = (vec![0f32; 64], vec![1f32; 64]);
                 attention::attend_scalar(
-                    &layout,
-                    &kc,
-                    &vc,
-                    g,
-                    vis.clone(),
-                    &q,
-                    0.125,
-                    batched,
-                    &mut s1,
+                    &AttnQuery {
+                        kv: KvView {
+                            layout,
+                            k: &kc,
+                            v: &vc,
+                        },
+                        kv_head: g,
+                        visible: vis.clone(),
+                        q: &q,
+                        scale: 0.125,
+                        batched,
+                    },
+                    &mut s1.view(),
                     &mut o1,
                 );
                 k.attend(
-                    &layout,
-                    &kc,
-                    &vc,
-                    g,
-                    vis.clone(),
-                    &q,
-                    0.125,
-                    batched,
-                    &mut s2,
+                    &AttnQuery {
+                        kv: KvView {
+                            layout,
+                            k: &kc,
+                            v: &vc,
+                        },
+                        kv_head: g,
+                        visible: vis.clone(),
+                        q: &q,
+                        scale: 0.125,
+                        batched,
+                    },
+                    &mut s2.view(),
                     &mut o2,
                 );
                 let tol = if ty == GgmlType::Q8_0 { 1e-5 } else { 0.0 };

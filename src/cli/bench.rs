@@ -8,7 +8,6 @@ use std::time::Instant;
 use clap::Args;
 use rayon::prelude::*;
 
-use lckv::memory::kv_cache::bytes_per_token;
 use lckv::model::forward::Logits;
 use lckv::{Error, Result};
 
@@ -85,10 +84,9 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     margs.batch = margs.batch.max(a.n_prompt.min(512)).max(1);
     let model = super::open(&margs)?;
-    let kv_tok = bytes_per_token(
-        &model.cfg,
-        lckv::memory::kv_cache::parse_kv_type(&margs.kv_type)?,
-    )?;
+    let kv_tok = model
+        .cfg
+        .kv_bytes_per_token(lckv::memory::kv_cache::parse_kv_type(&margs.kv_type)?)?;
     let weights = model.weights.mapped_bytes();
     let kern = super::kernels()?;
     let name = margs

@@ -9,7 +9,6 @@ use clap::Args;
 use lckv::chat::{ChatTemplate, Message};
 use lckv::generate::{generate, GenerateOptions};
 use lckv::model::Model;
-use lckv::sampler::Sampler;
 use lckv::tokenizer::Tokenizer;
 use lckv::{Error, Result};
 
@@ -84,7 +83,7 @@ pub fn main(a: ChatArgs) -> Result<()> {
             .count()
             .min(all.len().saturating_sub(1));
         session.set_n_past(common)?;
-        let mut sampler = Sampler::new(sampler_cfg.clone(), model.cfg.n_vocab);
+        let mut sampler = session.sampler(sampler_cfg.clone());
         let mut answer = String::new();
         let stats = generate(
             &mut session,

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use lckv::gguf::{GgufFile, Value};
-use lckv::memory::kv_cache::{bytes_per_token, parse_kv_type};
-use lckv::memory::plan::{human, longest_context, parse_size, MemoryPlan};
+use lckv::memory::kv_cache::parse_kv_type;
+use lckv::memory::plan::{human, parse_size};
 use lckv::model::config::ModelConfig;
-use lckv::model::forward::ForwardDims;
 use lckv::model::{LoadOptions, Model};
+use lckv::session::{SessionOptions, SessionPlan};
 use lckv::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -101,10 +101,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
         cfg.set_plan(spec)?;
     }
     let kv_type = parse_kv_type(&a.kv_type)?;
-    let per_token = bytes_per_token(&cfg, kv_type)?;
+    let per_token = cfg.kv_bytes_per_token(kv_type)?;
     let mut std_cfg = cfg.clone();
     std_cfg.plan = lckv::model::kv_plan::KvPlan::identity(cfg.n_layer);
-    let std_per_token = bytes_per_token(&std_cfg, kv_type)?;
+    let std_per_token = std_cfg.kv_bytes_per_token(kv_type)?;
     println!("\nKV plan: {}", cfg.plan);
     for i in 0..cfg.n_layer {
         let src = cfg.plan.sources[i];
@@ -137,35 +137,37 @@ pub fn main(a: InspectArgs) -> Result<()> {
         },
     )?;
     let budget = a.mem_budget.as_deref().map(parse_size).transpose()?;
-    let dims = ForwardDims {
-        n_batch: 256,
+    let opts = SessionOptions {
         n_ctx: a.ctx.unwrap_or(model.cfg.n_ctx_train.min(2048)),
-        logit_rows: 1,
         kv_type,
-        early_exit: false,
+        ..SessionOptions::default()
     };
+    let sessions = 1;
+    let n_ctx = match (budget, a.ctx) {
+        (Some(b), None) => {
+            let max = a.ctx_limit.unwrap_or(model.cfg.n_ctx_train);
+            let n = SessionPlan::longest_context(&model, &opts, sessions, b, max)?;
+            println!("\nlongest context in {}: {n} tokens", human(b));
+            n
+        }
+        _ => opts.n_ctx,
+    };
+    let plan = SessionPlan::new(&model, SessionOptions { n_ctx, ..opts }, sessions)?;
+    let m = &plan.memory;
+    println!("\nmemory plan for {n_ctx} tokens:\n{m}");
+    println!(
+        "  one session's arena, buffer by buffer (batch {}, {} logit rows):\n    {:<12} {:>10}  ({} producer layers x {} tokens x {} B)\n{}",
+        m.dims.n_batch,
+        m.dims.logit_rows,
+        "kv_cache",
+        human(m.per_session.kv_cache),
+        model.cfg.plan.producers().len(),
+        n_ctx,
+        m.kv_bytes_per_token / model.cfg.plan.producers().len().max(1),
+        m.buffer_lines()
+    );
     if let Some(b) = budget {
-        let n = longest_context(
-            &model,
-            &dims,
-            b,
-            a.ctx_limit.unwrap_or(model.cfg.n_ctx_train),
-        )?;
-        let d = ForwardDims {
-            n_ctx: a.ctx.unwrap_or(n),
-            n_batch: dims.n_batch.min(a.ctx.unwrap_or(n)),
-            ..dims
-        };
-        let plan = MemoryPlan::new(&model, &d)?;
-        println!("\nlongest context in {}: {n} tokens", human(b));
-        println!("memory plan for {} tokens:\n{plan}", d.n_ctx);
-        plan.check(b)?;
-    } else {
-        println!(
-            "\nmemory plan for {} tokens:\n{}",
-            dims.n_ctx,
-            MemoryPlan::new(&model, &dims)?
-        );
+        m.check(b)?;
     }
     Ok(())
 }

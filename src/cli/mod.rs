@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use lckv::memory::kv_cache::parse_kv_type;
-use lckv::memory::plan::{human, longest_context, parse_size, MemoryPlan};
-use lckv::model::forward::ForwardDims;
+use lckv::memory::plan::{human, parse_size};
 use lckv::model::{LoadOptions, Model};
 use lckv::sampler::SamplerConfig;
-use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::session::{PrefillChoice, Session, SessionOptions, SessionPlan};
 use lckv::{Error, Result};
 
 /// Options for loading a model and sizing its session.
@@ -147,20 +146,20 @@ pub fn session<'m>(
         }
     }
     let budget = args.mem_budget.as_deref().map(parse_size).transpose()?;
-    let max_ctx = model.cfg.n_ctx_train;
-    let mut dims = ForwardDims {
-        n_batch: args.batch.max(1),
+    let mut opts = SessionOptions {
         n_ctx: 0,
-        logit_rows,
+        n_batch: args.batch,
         kv_type,
-        early_exit: args.early_exit.is_some(),
+        prefill,
+        early_exit: args.early_exit,
+        logit_rows,
     };
-    let n_ctx = match args.ctx.as_str() {
+    opts.n_ctx = match args.ctx.as_str() {
         "auto" => {
             let b = budget.ok_or_else(|| {
                 Error::Usage("-c auto needs --mem-budget to know what fits".into())
             })?;
-            longest_context(model, &dims, b, max_ctx)?
+            SessionPlan::longest_context(model, &opts, 1, b, model.cfg.n_ctx_train)?
         }
         s => s.parse::<usize>().ok().filter(|&c| c > 0).ok_or_else(|| {
             Error::Usage(format!(
@@ -168,11 +167,9 @@ pub fn session<'m>(
             ))
         })?,
     };
-    dims.n_ctx = n_ctx;
-    dims.n_batch = dims.n_batch.min(n_ctx);
-    let plan = MemoryPlan::new(model, &dims)?;
+    let plan = SessionPlan::new(model, opts, 1)?;
     if let Some(b) = budget {
-        plan.check(b)?;
+        plan.memory.check(b)?;
     }
     if !quiet {
         let c = &model.cfg;
@@ -188,24 +185,15 @@ pub fn session<'m>(
         );
         eprintln!("lckv: KV plan {}", c.plan);
         eprintln!(
-            "lckv: memory plan for {n_ctx} tokens{}:\n{plan}",
+            "lckv: memory plan for {} tokens{}:\n{}",
+            plan.opts.n_ctx,
             budget
                 .map(|b| format!(" (budget {})", human(b)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            plan.memory
         );
     }
-    let mut s = Session::new(
-        model,
-        kern,
-        SessionOptions {
-            n_ctx,
-            n_batch: dims.n_batch,
-            kv_type,
-            prefill,
-            early_exit: args.early_exit,
-            logit_rows,
-        },
-    )?;
+    let mut s = Session::from_plan(model, kern, &plan)?;
     if !quiet && !model.cfg.plan.is_identity() && prefill == PrefillChoice::Auto {
         eprintln!("lckv: prefill auto chose {:?}", s.prefill_strategy());
     }

@@ -8,7 +8,6 @@ use clap::Args;
 use lckv::chat::Message;
 use lckv::generate::{generate, GenerateOptions};
 use lckv::memory::prompt_cache;
-use lckv::sampler::Sampler;
 use lckv::Result;
 
 use super::{ModelArgs, SamplingArgs};
@@ -85,7 +84,7 @@ pub fn main(a: RunArgs) -> Result<()> {
             Err(why) => eprintln!("lckv: {why}"),
         }
     }
-    let mut sampler = Sampler::new(sampler_cfg, model.cfg.n_vocab);
+    let mut sampler = session.sampler(sampler_cfg);
     for &t in &prompt[..start] {
         sampler.accept(t);
     }

@@ -1,12 +1,28 @@
 //! The session arena: one aligned allocation, taken once at session start and carved into the
 //! KV cache and every scratch buffer. Regions are laid out first (`ArenaLayout`), so the total is
-//! known and checked against the budget before anything is allocated; each region can be taken
-//! exactly once, so two buffers never alias.
+//! known and checked against the budget before anything is allocated.
+//!
+//! Two buffers never alias, by construction:
+//! - a `Region` is branded with the id of the layout that reserved it, and `Arena::allocate`
+//!   consumes that layout, so a layout makes at most one arena and a region fits only the arena
+//!   of its own layout (`take` checks the brand);
+//! - a `Region` is neither `Clone` nor `Copy` and `take` consumes it, so it becomes at most one
+//!   buffer:
+//!
+//! ```compile_fail
+//! use lckv::memory::arena::{Arena, ArenaLayout};
+//! let mut layout = ArenaLayout::new();
+//! let r = layout.reserve::<f32>(4).unwrap();
+//! let arena = Arena::allocate(layout).unwrap();
+//! let a = arena.take(r);
+//! let b = arena.take(r); // error: `r` was moved into the first buffer
+//! ```
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::{Error, Result};
@@ -21,18 +37,49 @@ impl Plain for u8 {}
 impl Plain for f32 {}
 impl Plain for u32 {}
 
-/// A region of the arena, not yet taken.
+/// Source of layout ids: every `ArenaLayout` gets one no other layout in the process has.
+static NEXT_LAYOUT: AtomicU64 = AtomicU64::new(1);
+
+/// A region of the arena, not yet taken: `len` elements of `T` at `offset`, reserved by the
+/// layout whose id is `brand`.
 #[derive(Debug)]
 pub struct Region<T> {
+    brand: u64,
     offset: usize,
     len: usize,
     _t: PhantomData<T>,
 }
 
+impl<T> Region<T> {
+    /// Elements in the region.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes the region's elements take (without the padding to `ALIGN`).
+    pub fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+}
+
 /// Lays regions out one after another, each aligned to `ALIGN`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ArenaLayout {
+    id: u64,
     size: usize,
+}
+
+impl Default for ArenaLayout {
+    fn default() -> Self {
+        ArenaLayout {
+            id: NEXT_LAYOUT.fetch_add(1, Ordering::Relaxed),
+            size: 0,
+        }
+    }
 }
 
 impl ArenaLayout {
@@ -56,6 +103,7 @@ impl ArenaLayout {
             Error::Budget("the session's buffers overflow the address space".into())
         })?;
         Ok(Region {
+            brand: self.id,
             offset,
             len,
             _t: PhantomData,
@@ -73,6 +121,8 @@ impl ArenaLayout {
 pub struct Arena {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// Id of the `ArenaLayout` this arena was allocated from: only its regions may be taken.
+    brand: u64,
 }
 
 // SAFETY: the arena is a plain byte allocation; access goes through `Buf`s over disjoint regions.
@@ -81,8 +131,9 @@ unsafe impl Send for Arena {}
 unsafe impl Sync for Arena {}
 
 impl Arena {
-    /// Allocates `layout.size()` zeroed bytes, or fails with a budget error (never aborts).
-    pub fn allocate(layout: &ArenaLayout) -> Result<Arc<Arena>> {
+    /// Allocates `layout.size()` zeroed bytes, or fails with a budget error (never aborts). The
+    /// layout is consumed: no second arena can be made from it, so its regions fit one arena.
+    pub fn allocate(layout: ArenaLayout) -> Result<Arc<Arena>> {
         let size = layout.size().max(ALIGN);
         let l = Layout::from_size_align(size, ALIGN)
             .map_err(|_| Error::Budget(format!("cannot lay out an arena of {size} bytes")))?;
@@ -98,23 +149,33 @@ impl Arena {
         // cannot give it fails here, not mid-conversation, and RSS matches the memory plan.
         // SAFETY: `ptr` points to `size` writable bytes just allocated.
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
-        Ok(Arc::new(Arena { ptr, layout: l }))
+        Ok(Arc::new(Arena {
+            ptr,
+            layout: l,
+            brand: layout.id,
+        }))
     }
 
     pub fn size(&self) -> usize {
         self.layout.size()
     }
 
-    /// Takes a region as a buffer. Regions come from the layout the arena was allocated with and
-    /// are consumed here, so each byte belongs to at most one buffer.
+    /// Takes a region as a buffer. The region is consumed, so each byte belongs to at most one
+    /// buffer.
+    ///
+    /// # Panics
+    /// When the region was reserved by another layout than this arena's (a caller bug that
+    /// would otherwise alias two buffers).
     pub fn take<T: Plain>(self: &Arc<Self>, region: Region<T>) -> Buf<T> {
-        let bytes = region.len * std::mem::size_of::<T>();
-        assert!(
-            region.offset + bytes <= self.layout.size(),
-            "region outside the arena it was laid out for"
+        assert_eq!(
+            region.brand, self.brand,
+            "a region reserved by another layout was taken from this arena"
         );
-        // SAFETY: offset + bytes is inside the allocation (checked above), and offsets are
-        // multiples of ALIGN, which satisfies T's alignment.
+        let bytes = region.bytes();
+        // The layout placed the region inside its size; a layout's regions fit its arena.
+        debug_assert!(region.offset + bytes <= self.layout.size());
+        // SAFETY: the region comes from this arena's own layout (brand checked above), which
+        // placed it inside `size` bytes at a multiple of ALIGN (enough for T's alignment).
         let ptr = unsafe { self.ptr.as_ptr().add(region.offset) } as *mut T;
         Buf {
             _arena: Arc::clone(self),
@@ -176,7 +237,7 @@ mod tests {
         let b = l.reserve::<u8>(100).unwrap();
         let c = l.reserve::<f32>(17).unwrap();
         assert_eq!(l.size(), 64 + 128 + 128);
-        let arena = Arena::allocate(&l).unwrap();
+        let arena = Arena::allocate(l).unwrap();
         let mut a = arena.take(a);
         let mut b = arena.take(b);
         let c = arena.take(c);
@@ -189,6 +250,20 @@ mod tests {
         drop(arena);
         // Buffers keep the allocation alive.
         assert_eq!(b[99], 7);
+    }
+
+    /// Two layouts put their first regions at the same offset: taking one layout's region from
+    /// the other's arena would alias that arena's own buffer. The brand refuses it.
+    #[test]
+    #[should_panic(expected = "reserved by another layout")]
+    fn a_region_of_another_layout_is_refused() {
+        let mut mine = ArenaLayout::new();
+        let own = mine.reserve::<f32>(16).unwrap();
+        let mut other = ArenaLayout::new();
+        let foreign = other.reserve::<f32>(16).unwrap();
+        let arena = Arena::allocate(mine).unwrap();
+        let _own = arena.take(own);
+        let _alias = arena.take(foreign);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use lckv_kernels::{GgmlType, Kernels, KvLayout};
 
-use crate::memory::arena::{Arena, ArenaLayout, Buf, Region};
-use crate::model::config::ModelConfig;
+use crate::memory::arena::{Arena, ArenaLayout, Buf, Region, ALIGN};
+use crate::memory::dims::{ModelDims, SessionDims};
 use crate::{Error, Result};
 
 /// Parses a `--kv-type` value.
@@ -22,26 +22,9 @@ pub fn parse_kv_type(s: &str) -> Result<GgmlType> {
     }
 }
 
-/// The cache geometry of a model under its plan.
-pub fn kv_layout(cfg: &ModelConfig, ty: GgmlType) -> Result<KvLayout> {
-    if ty.row_size(cfg.head_dim).is_none() {
-        return Err(Error::Usage(format!(
-            "KV cache type {ty} needs a head size that is a multiple of {}, the model's is {}; use f16",
-            ty.block_size(),
-            cfg.head_dim
-        )));
-    }
-    Ok(KvLayout {
-        ty,
-        n_kv_head: cfg.n_head_kv,
-        head_dim: cfg.head_dim,
-    })
-}
-
-/// Bytes of K and V one token adds to the cache, over all producer layers.
-pub fn bytes_per_token(cfg: &ModelConfig, ty: GgmlType) -> Result<usize> {
-    let layout = kv_layout(cfg, ty)?;
-    Ok(2 * layout.pos_bytes() * cfg.plan.producers().len())
+/// Bytes of K and V one token adds to the cache of `n_producers` layers.
+pub fn bytes_per_token(layout: &KvLayout, n_producers: usize) -> usize {
+    2 * layout.pos_bytes() * n_producers
 }
 
 struct LayerCache {
@@ -56,6 +39,17 @@ pub struct KvRegions {
     layers: Vec<Option<(Region<u8>, Region<u8>)>>,
 }
 
+impl KvRegions {
+    /// Bytes the cache takes in the arena.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.bytes().div_ceil(ALIGN) * ALIGN + v.bytes().div_ceil(ALIGN) * ALIGN)
+            .sum()
+    }
+}
+
 pub struct KvCache {
     layout: KvLayout,
     n_ctx: usize,
@@ -63,20 +57,17 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn reserve(
-        cfg: &ModelConfig,
-        n_ctx: usize,
-        ty: GgmlType,
-        arena: &mut ArenaLayout,
-    ) -> Result<KvRegions> {
-        let layout = kv_layout(cfg, ty)?;
+    /// Reserves K and V for `d.n_ctx` positions of every producer layer.
+    pub fn reserve(m: &ModelDims, d: &SessionDims, arena: &mut ArenaLayout) -> Result<KvRegions> {
+        let layout = m.kv_layout(d.kv_type)?;
+        let n_ctx = d.n_ctx;
         let per_layer = layout
             .pos_bytes()
             .checked_mul(n_ctx)
             .ok_or_else(|| Error::Budget(format!("a KV cache of {n_ctx} positions overflows")))?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            layers.push(if cfg.plan.is_producer(i) {
+        let mut layers = Vec::with_capacity(m.producers.len());
+        for &producer in &m.producers {
+            layers.push(if producer {
                 Some((
                     arena.reserve::<u8>(per_layer)?,
                     arena.reserve::<u8>(per_layer)?,

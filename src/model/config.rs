@@ -2,7 +2,10 @@
 //! shared forward pass what differs from Llama. The architecture files in `arch/` fill these in;
 //! nothing else looks at the architecture name.
 
+use lckv_kernels::{GgmlType, KvLayout};
+
 use crate::gguf::GgufFile;
+use crate::memory::kv_cache::bytes_per_token;
 use crate::model::arch;
 use crate::model::kv_plan::{KvPlan, DEFAULT_BACKWARD_PASSES, DEFAULT_FORWARD_PASSES};
 use crate::{Error, Result};
@@ -230,6 +233,19 @@ impl ModelConfig {
         }
         self.plan = plan;
         Ok(())
+    }
+
+    /// The KV cache geometry of this model for cache type `ty`, or why the type does not fit.
+    pub fn kv_layout(&self, ty: GgmlType) -> Result<KvLayout> {
+        KvLayout::new(ty, self.n_head_kv, self.head_dim).map_err(Error::Usage)
+    }
+
+    /// Bytes of K and V one token adds to the cache under this model's KV plan.
+    pub fn kv_bytes_per_token(&self, ty: GgmlType) -> Result<usize> {
+        Ok(bytes_per_token(
+            &self.kv_layout(ty)?,
+            self.plan.producers().len(),
+        ))
     }
 
     pub fn kv_dim(&self) -> usize {

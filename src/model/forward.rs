@@ -1,20 +1,26 @@
 //! The forward pass, shared by every architecture and every KV plan: a standard model is just
 //! the identity plan. One call processes a batch of consecutive tokens; layers that attend up
 //! (a cyclic group of the plan) are run token by token (exact) or with the iterative parallel
-//! prefill the LCKV models are trained with. All buffers come from the session arena: nothing
-//! is allocated here.
+//! prefill the LCKV models are trained with.
+//!
+//! Every buffer sized by the context or the batch is carved from the session's arena
+//! (`memory::scratch`, `memory::kv_cache`); what is allocated here is the list of segments and of
+//! their producer layers, once, when the session starts. Nothing is allocated per call.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use lckv_kernels::{AttnScratch, GgmlType, Kernels};
+use lckv_kernels::{AttnQuery, AttnScratch, GgmlType, Kernels, KvView};
 
-use crate::memory::arena::{Arena, ArenaLayout, Buf, Region};
-use crate::memory::kv_cache::{KvCache, KvRegions};
+use crate::memory::arena::{Arena, ArenaLayout};
+use crate::memory::dims::SessionDims;
+use crate::memory::kv_cache::KvCache;
+use crate::memory::plan::SessionRegions;
+use crate::memory::scratch::Scratch;
 use crate::model::config::{Activation, ModelConfig};
 use crate::model::kv_plan::Segment;
-use crate::model::weights::Matrix;
+use crate::model::weights::{LayerWeights, Matrix};
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -43,166 +49,62 @@ pub struct ForwardStats {
     pub passes: usize,
 }
 
-/// Sizes of the session's buffers: the one source of truth for the arena and the memory plan.
-#[derive(Clone, Copy, Debug)]
-pub struct ForwardDims {
-    pub n_batch: usize,
-    pub n_ctx: usize,
-    pub logit_rows: usize,
-    pub kv_type: GgmlType,
-    pub early_exit: bool,
-}
-
-struct Regions {
-    x: Region<f32>,
-    x_in: Region<f32>,
-    xn: Region<f32>,
-    q: Region<f32>,
-    k: Region<f32>,
-    v: Region<f32>,
-    qkv: Region<f32>,
-    att: Region<f32>,
-    gate: Region<f32>,
-    up: Region<f32>,
-    proj: Region<f32>,
-    act: Region<u8>,
-    logits: Region<f32>,
-    rope: Region<f32>,
-    tmp: Region<f32>,
-    snapshot: Region<u8>,
-    kv: KvRegions,
+/// A segment of the plan with, for a cyclic group, its producer layers (listed once here so that
+/// an iterative prefill needs no list of its own).
+struct Step {
+    segment: Segment,
+    producers: Vec<usize>,
 }
 
 /// The arena-backed state of one session: scratch buffers and the condensed KV cache.
 pub struct Forward {
     kern: &'static Kernels,
-    dims: ForwardDims,
-    segments: Vec<Segment>,
-    x: Buf<f32>,
-    x_in: Buf<f32>,
-    xn: Buf<f32>,
-    q: Buf<f32>,
-    k: Buf<f32>,
-    v: Buf<f32>,
-    qkv: Buf<f32>,
-    att: Buf<f32>,
-    gate: Buf<f32>,
-    up: Buf<f32>,
-    proj: Buf<f32>,
-    act: Buf<u8>,
-    logits: Buf<f32>,
-    rope: Buf<f32>,
-    tmp: Buf<f32>,
-    snapshot: Buf<u8>,
-    attn: Vec<AttnScratch>,
+    dims: SessionDims,
+    steps: Vec<Step>,
+    s: Scratch,
     pub cache: KvCache,
 }
 
-fn reserve(
-    cfg: &ModelConfig,
-    max_cols: usize,
-    d: &ForwardDims,
-    l: &mut ArenaLayout,
-) -> Result<Regions> {
-    let b = d.n_batch;
-    let e = cfg.n_embd;
-    let fused_qkv = cfg.traits.fused_qkv;
-    let up_rows = if cfg.traits.fused_gate_up {
-        2 * cfg.n_ff
-    } else {
-        cfg.n_ff
-    };
-    // Activations are quantized per row; F32 weights take them as f32, the widest case.
-    let act_row = max_cols * 4;
-    let kv_pos_bytes = crate::memory::kv_cache::kv_layout(cfg, d.kv_type)?.pos_bytes();
-    let n_producers = cfg.plan.producers().len();
-    Ok(Regions {
-        x: l.reserve(b * e)?,
-        x_in: l.reserve(if cfg.plan.is_identity() { 0 } else { b * e })?,
-        xn: l.reserve(b * e.max(cfg.q_dim()))?,
-        q: l.reserve(b * cfg.q_dim())?,
-        k: l.reserve(b * cfg.kv_dim())?,
-        v: l.reserve(b * cfg.kv_dim())?,
-        qkv: l.reserve(if fused_qkv {
-            b * (cfg.q_dim() + 2 * cfg.kv_dim())
-        } else {
-            0
-        })?,
-        att: l.reserve(b * cfg.q_dim())?,
-        gate: l.reserve(b * cfg.n_ff)?,
-        up: l.reserve(b * up_rows)?,
-        proj: l.reserve(b * e)?,
-        act: l.reserve(b * act_row)?,
-        logits: l.reserve(d.logit_rows * cfg.n_vocab)?,
-        rope: l.reserve(cfg.rope.n_rot)?,
-        tmp: l.reserve(2 * e.max(cfg.head_dim))?,
-        snapshot: l.reserve(if d.early_exit {
-            2 * b * kv_pos_bytes * n_producers
-        } else {
-            0
-        })?,
-        kv: KvCache::reserve(cfg, d.n_ctx, d.kv_type, l)?,
-    })
-}
-
 impl Forward {
-    /// Bytes of the arena and of the attention scratch for these dimensions.
-    pub fn arena_bytes(
-        cfg: &ModelConfig,
-        max_cols: usize,
-        d: &ForwardDims,
-    ) -> Result<(usize, usize)> {
-        let mut l = ArenaLayout::new();
-        reserve(cfg, max_cols, d, &mut l)?;
-        Ok((
-            l.size(),
-            cfg.n_head * AttnScratch::bytes(d.n_ctx, cfg.head_dim),
-        ))
-    }
-
-    pub fn new(model: &Model, kern: &'static Kernels, dims: ForwardDims) -> Result<Forward> {
-        let cfg = &model.cfg;
-        if dims.n_batch == 0 || dims.n_ctx == 0 || dims.logit_rows == 0 {
-            return Err(Error::Usage(
-                "context, batch size and logit rows must be at least 1".into(),
-            ));
-        }
+    /// Carves the session's buffers from one new arena, as the memory plan reserves them.
+    pub fn new(model: &Model, kern: &'static Kernels, dims: SessionDims) -> Result<Forward> {
         let mut layout = ArenaLayout::new();
-        let r = reserve(cfg, model.weights.max_cols(), &dims, &mut layout)?;
-        let arena = Arena::allocate(&layout)?;
+        let regions = SessionRegions::reserve(&model.dims(), &dims, &mut layout)?;
+        let arena = Arena::allocate(layout)?;
+        let plan = &model.cfg.plan;
+        let steps = plan
+            .segments()
+            .into_iter()
+            .map(|segment| {
+                let producers = match &segment {
+                    Segment::Cyclic(layers) => {
+                        layers.clone().filter(|&i| plan.is_producer(i)).collect()
+                    }
+                    Segment::Acyclic(_) => Vec::new(),
+                };
+                Step { segment, producers }
+            })
+            .collect();
         Ok(Forward {
             kern,
             dims,
-            segments: cfg.plan.segments(),
-            x: arena.take(r.x),
-            x_in: arena.take(r.x_in),
-            xn: arena.take(r.xn),
-            q: arena.take(r.q),
-            k: arena.take(r.k),
-            v: arena.take(r.v),
-            qkv: arena.take(r.qkv),
-            att: arena.take(r.att),
-            gate: arena.take(r.gate),
-            up: arena.take(r.up),
-            proj: arena.take(r.proj),
-            act: arena.take(r.act),
-            logits: arena.take(r.logits),
-            rope: arena.take(r.rope),
-            tmp: arena.take(r.tmp),
-            snapshot: arena.take(r.snapshot),
-            attn: (0..cfg.n_head)
-                .map(|_| AttnScratch::new(dims.n_ctx, cfg.head_dim))
-                .collect(),
-            cache: KvCache::take(r.kv, &arena),
+            steps,
+            s: regions.scratch.take(&arena),
+            cache: KvCache::take(regions.kv, &arena),
         })
     }
 
-    pub fn dims(&self) -> &ForwardDims {
+    pub fn dims(&self) -> &SessionDims {
         &self.dims
     }
 
     pub fn kernels(&self) -> &'static Kernels {
         self.kern
+    }
+
+    /// The logits of the last position a forward call produced logits for.
+    pub fn last_logits(&self) -> &[f32] {
+        &self.s.last
     }
 
     /// Runs `tokens` at positions `pos0..`, writing their K/V into the cache, and hands the
@@ -216,7 +118,6 @@ impl Forward {
         want: Logits,
         sink: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<ForwardStats> {
-        let cfg = &m.cfg;
         let n = tokens.len();
         if n == 0 {
             return Ok(ForwardStats::default());
@@ -236,43 +137,42 @@ impl Forward {
         }
         self.embed(m, tokens)?;
         let mut stats = ForwardStats::default();
-        for si in 0..self.segments.len() {
-            let seg = self.segments[si].clone();
-            match seg {
+        let passes = m.cfg.plan.passes();
+        for si in 0..self.steps.len() {
+            match self.steps[si].segment.clone() {
                 Segment::Acyclic(layers) => {
                     for il in layers {
                         self.layer(m, il, 0..n, pos0);
                     }
                 }
-                Segment::Cyclic(layers) => {
-                    let passes = cfg.plan.passes();
-                    match prefill {
-                        // One token, or a prompt no longer than the pass count: token by token
-                        // is exact and is what the passes would converge to anyway.
-                        Prefill::Iterative { tolerance } if n > passes => {
-                            stats.passes += self.iterate(m, layers, n, pos0, passes, tolerance);
-                        }
-                        _ => {
-                            for r in 0..n {
-                                for il in layers.clone() {
-                                    self.layer(m, il, r..r + 1, pos0 + r);
-                                }
+                // One token, or a prompt no longer than the pass count, goes token by token:
+                // exact, and what the passes would converge to anyway.
+                Segment::Cyclic(layers) => match prefill {
+                    Prefill::Iterative { tolerance } if n > passes => {
+                        stats.passes += self.iterate(m, si, layers, n, pos0, passes, tolerance);
+                    }
+                    _ => {
+                        for r in 0..n {
+                            for il in layers.clone() {
+                                self.layer(m, il, r..r + 1, pos0 + r);
                             }
                         }
                     }
-                }
+                },
             }
         }
         self.output(m, n, want, sink);
         Ok(stats)
     }
 
-    /// The iterative parallel prefill of one cyclic group: every pass starts from the same input
-    /// states; the layers that attend up read the producers' K/V of the previous pass (zeros in
-    /// the first); the last pass leaves its K/V in the cache and its output in `x`.
+    /// The iterative parallel prefill of one cyclic group (step `si`): every pass starts from the
+    /// same input states; the layers that attend up read the producers' K/V of the previous pass
+    /// (zeros in the first); the last pass leaves its K/V in the cache and its output in `x`.
+    #[allow(clippy::too_many_arguments)]
     fn iterate(
         &mut self,
         m: &Model,
+        si: usize,
         layers: Range<usize>,
         n: usize,
         pos0: usize,
@@ -280,28 +180,25 @@ impl Forward {
         tol: Option<f32>,
     ) -> usize {
         let e = m.cfg.n_embd;
-        self.x_in[..n * e].copy_from_slice(&self.x[..n * e]);
-        let producers: Vec<usize> = layers
-            .clone()
-            .filter(|&i| m.cfg.plan.is_producer(i))
-            .collect();
-        for &p in &producers {
-            self.cache.zero(p, pos0..pos0 + n);
+        let positions = pos0..pos0 + n;
+        self.s.x_in[..n * e].copy_from_slice(&self.s.x[..n * e]);
+        for &p in &self.steps[si].producers {
+            self.cache.zero(p, positions.clone());
         }
         let mut ran = 0;
         for pass in 0..passes {
             if pass > 0 {
-                self.x[..n * e].copy_from_slice(&self.x_in[..n * e]);
+                self.s.x[..n * e].copy_from_slice(&self.s.x_in[..n * e]);
             }
             if tol.is_some() {
-                self.snapshot_kv(&producers, pos0..pos0 + n);
+                self.snapshot_kv(si, positions.clone());
             }
             for il in layers.clone() {
                 self.layer(m, il, 0..n, pos0);
             }
             ran += 1;
             if let Some(t) = tol {
-                if pass > 0 && self.kv_change(&producers, pos0..pos0 + n) <= t {
+                if pass > 0 && self.kv_change(si, positions.clone()) <= t {
                     break;
                 }
             }
@@ -309,28 +206,28 @@ impl Forward {
         ran
     }
 
-    fn snapshot_kv(&mut self, producers: &[usize], pos: Range<usize>) {
-        let per = 2 * (pos.end - pos.start) * self.cache.layout().pos_bytes();
-        for (j, &p) in producers.iter().enumerate() {
+    /// Copies the K/V of step `si`'s producers at `pos` into the snapshot.
+    fn snapshot_kv(&mut self, si: usize, pos: Range<usize>) {
+        let per = 2 * pos.len() * self.cache.layout().pos_bytes();
+        for (j, &p) in self.steps[si].producers.iter().enumerate() {
             self.cache
-                .copy_out(p, pos.clone(), &mut self.snapshot[j * per..(j + 1) * per]);
+                .copy_out(p, pos.clone(), &mut self.s.snapshot[j * per..(j + 1) * per]);
         }
     }
 
-    /// Largest absolute change of any producer K/V element since `snapshot_kv`.
-    fn kv_change(&mut self, producers: &[usize], pos: Range<usize>) -> f32 {
+    /// Largest absolute change of any producer K/V element of step `si` since `snapshot_kv`.
+    fn kv_change(&mut self, si: usize, pos: Range<usize>) -> f32 {
         let layout = *self.cache.layout();
-        let rb = layout.row_bytes();
-        let hd = layout.head_dim;
-        let per = 2 * (pos.end - pos.start) * layout.pos_bytes();
+        let (rb, hd, pb) = (layout.row_bytes(), layout.head_dim, layout.pos_bytes());
+        let per = 2 * pos.len() * pb;
         let mut worst = 0f32;
-        let (a, b) = self.tmp.split_at_mut(hd);
-        for (j, &p) in producers.iter().enumerate() {
-            let old = &self.snapshot[j * per..(j + 1) * per];
-            let n = per / 2;
-            let k = &self.cache.k(p)[pos.start * layout.pos_bytes()..pos.end * layout.pos_bytes()];
-            let v = &self.cache.v(p)[pos.start * layout.pos_bytes()..pos.end * layout.pos_bytes()];
-            for (cur, was) in [(k, &old[..n]), (v, &old[n..])] {
+        let (a, b) = self.s.tmp.split_at_mut(hd);
+        for (j, &p) in self.steps[si].producers.iter().enumerate() {
+            let old = &self.s.snapshot[j * per..(j + 1) * per];
+            let (old_k, old_v) = old.split_at(per / 2);
+            let k = &self.cache.k(p)[pos.start * pb..pos.end * pb];
+            let v = &self.cache.v(p)[pos.start * pb..pos.end * pb];
+            for (cur, was) in [(k, old_k), (v, old_v)] {
                 for (cr, wr) in cur.chunks_exact(rb).zip(was.chunks_exact(rb)) {
                     self.kern.dequantize_row(layout.ty, cr, &mut a[..hd]);
                     self.kern.dequantize_row(layout.ty, wr, &mut b[..hd]);
@@ -343,6 +240,7 @@ impl Forward {
         worst
     }
 
+    /// x[r] = embedding of tokens[r] (scaled by sqrt(n_embd) where the architecture says so).
     fn embed(&mut self, m: &Model, tokens: &[u32]) -> Result<()> {
         let cfg = &m.cfg;
         let e = cfg.n_embd;
@@ -362,7 +260,7 @@ impl Forward {
                     cfg.n_vocab
                 )));
             }
-            let row = &mut self.x[r * e..(r + 1) * e];
+            let row = &mut self.s.x[r * e..(r + 1) * e];
             self.kern
                 .dequantize_row(emb.ty, &data[t * rb..(t + 1) * rb], row);
             if scale != 1.0 {
@@ -372,289 +270,64 @@ impl Forward {
         Ok(())
     }
 
-    /// One transformer block over batch rows `rows` (positions pos0, pos0+1, ...).
+    /// One transformer block over batch rows `rows` (positions pos0, pos0+1, ...):
+    /// x += attention(norm(x)); x += ffn(norm(x)).
     fn layer(&mut self, m: &Model, il: usize, rows: Range<usize>, pos0: usize) {
-        let cfg = &m.cfg;
-        let w = &m.weights.layers[il];
-        let kern = self.kern;
-        let (e, hd, nh, nkv) = (cfg.n_embd, cfg.head_dim, cfg.n_head, cfg.n_head_kv);
-        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
-        let n = rows.len();
-        let producer = cfg.plan.is_producer(il);
-        let x = &mut self.x[rows.start * e..rows.end * e];
-
-        // Attention: xn = norm(x); q, k, v = projections of xn.
-        norm_rows(kern, x, &w.attn_norm, cfg.rms_eps, &mut self.xn);
-        if let Some(wqkv) = &w.wqkv {
-            matmul(
-                kern,
-                m,
-                wqkv,
-                &self.xn[..n * e],
-                n,
-                &mut self.act,
-                &mut self.qkv,
-            );
-            let width = wqkv.rows;
-            for r in 0..n {
-                let row = &self.qkv[r * width..(r + 1) * width];
-                self.q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
-                if producer {
-                    self.k[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
-                    self.v[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..qd + 2 * kvd]);
-                }
-            }
-        } else {
-            let wq = w.wq.as_ref().expect("weights without Q projection");
-            let mut quantized = None;
-            matmul_shared(
-                kern,
-                m,
-                wq,
-                &self.xn[..n * e],
-                n,
-                &mut self.act,
-                &mut quantized,
-                &mut self.q,
-            );
-            if producer {
-                let (wk, wv) = (
-                    w.wk.as_ref().expect("producer without K"),
-                    w.wv.as_ref().expect("producer without V"),
-                );
-                // The activation rows quantized for Q serve K and V when the types agree.
-                matmul_shared(
-                    kern,
-                    m,
-                    wk,
-                    &self.xn[..n * e],
-                    n,
-                    &mut self.act,
-                    &mut quantized,
-                    &mut self.k,
-                );
-                matmul_shared(
-                    kern,
-                    m,
-                    wv,
-                    &self.xn[..n * e],
-                    n,
-                    &mut self.act,
-                    &mut quantized,
-                    &mut self.v,
-                );
-            }
-        }
-        add_bias(&mut self.q[..n * qd], w.bq.as_deref());
-        if producer {
-            add_bias(&mut self.k[..n * kvd], w.bk.as_deref());
-            add_bias(&mut self.v[..n * kvd], w.bv.as_deref());
-        }
-        if let Some(qn) = &w.q_norm {
-            // Per-head RMSNorm (Gemma 3's Q/K norms): rows of head_dim.
-            row_norm(
-                kern,
-                &mut self.q[..n * qd],
-                qn,
-                hd,
-                cfg.rms_eps,
-                &mut self.tmp,
-            );
-        }
-        if producer {
-            if let Some(kn) = &w.k_norm {
-                row_norm(
-                    kern,
-                    &mut self.k[..n * kvd],
-                    kn,
-                    hd,
-                    cfg.rms_eps,
-                    &mut self.tmp,
-                );
-            }
-        }
-        // RoPE: each layer rotates its own queries; producers rotate keys before caching them.
-        let (base, freq_scale) = if cfg.arch_sliding[il] && cfg.rope.base_sliding.is_some() {
-            (cfg.rope_base(il), 1.0)
-        } else {
-            (cfg.rope.base, cfg.rope.freq_scale)
-        };
-        let half = cfg.rope.n_rot / 2;
-        for r in 0..n {
-            let pos = pos0 + r;
-            let (cos, sin) = self.rope.split_at_mut(half);
-            rope_angles(
-                pos,
-                base,
-                freq_scale,
-                cfg.rope.attn_factor,
-                m.weights.rope_factors.for_context(self.dims.n_ctx),
-                cos,
-                sin,
-            );
-            kern.rope(
-                &mut self.q[r * qd..(r + 1) * qd],
-                nh,
-                hd,
-                cfg.rope.n_rot,
-                cos,
-                sin,
-                cfg.traits.rope_neox,
-            );
-            if producer {
-                kern.rope(
-                    &mut self.k[r * kvd..(r + 1) * kvd],
-                    nkv,
-                    hd,
-                    cfg.rope.n_rot,
-                    cos,
-                    sin,
-                    cfg.traits.rope_neox,
-                );
-                self.cache.store(
-                    kern,
-                    il,
-                    pos,
-                    &self.k[r * kvd..(r + 1) * kvd],
-                    &self.v[r * kvd..(r + 1) * kvd],
-                );
-            }
-        }
-
-        // Phi-3 and Gemma 3 scale the queries themselves (llama.cpp does too: it changes rounding).
-        let scale = if cfg.traits.scale_queries {
-            self.q[..n * qd]
-                .iter_mut()
-                .for_each(|x| *x *= cfg.attn_scale);
-            1.0
-        } else {
-            cfg.attn_scale
-        };
-        // att[h][r] = softmax(scale q·K) V over the visible positions of the source layer.
-        let src = cfg.plan.sources[il];
-        let layout = *self.cache.layout();
-        let (kc, vc) = (self.cache.k(src), self.cache.v(src));
-        let q = &self.q;
-        let plan = &cfg.plan;
-        let group = nh / nkv;
-        // llama.cpp's x86 build sums a batch's attention values in another order than a single
-        // token's (its GEMM); follow it so that parity holds for prompts and for decoding.
-        let batched = n >= 2;
-        self.att[..n * qd]
-            .par_chunks_mut(n * hd)
-            .zip(self.attn.par_iter_mut())
-            .enumerate()
-            .for_each(|(h, (out_h, scratch))| {
-                for r in 0..n {
-                    let qh = &q[r * qd + h * hd..r * qd + (h + 1) * hd];
-                    let vis = plan.visible(il, pos0 + r);
-                    kern.attend(
-                        &layout,
-                        kc,
-                        vc,
-                        h / group,
-                        vis,
-                        qh,
-                        scale,
-                        batched,
-                        scratch,
-                        &mut out_h[r * hd..(r + 1) * hd],
-                    );
-                }
-            });
-        for r in 0..n {
-            for h in 0..nh {
-                self.xn[r * qd + h * hd..r * qd + (h + 1) * hd]
-                    .copy_from_slice(&self.att[h * n * hd + r * hd..h * n * hd + (r + 1) * hd]);
-            }
-        }
-        residual(
-            kern,
+        let b = Block {
+            kern: self.kern,
             m,
-            &w.wo,
-            &self.xn[..n * qd],
-            w.post_attn_norm.as_deref(),
-            cfg.rms_eps,
-            (&mut self.act, &mut self.proj, &mut self.tmp),
-            x,
+            cfg: &m.cfg,
+            w: &m.weights.layers[il],
+            il,
+            n: rows.len(),
+            pos0,
+            n_ctx: self.dims.n_ctx,
+        };
+        let (e, s) = (m.cfg.n_embd, &mut self.s);
+        let rows = rows.start * e..rows.end * e;
+        norm_rows(
+            b.kern,
+            &s.x[rows.clone()],
+            &b.w.attn_norm,
+            b.cfg.rms_eps,
+            &mut s.xn,
         );
-
-        // Feed-forward: x += down(act(gate(norm(x))) * up(norm(x))).
-        norm_rows(kern, x, &w.ffn_norm, cfg.rms_eps, &mut self.xn);
-        let f = cfg.n_ff;
-        if let Some(wg) = &w.w_gate {
-            let mut quantized = None;
-            matmul_shared(
-                kern,
-                m,
-                wg,
-                &self.xn[..n * e],
-                n,
-                &mut self.act,
-                &mut quantized,
-                &mut self.gate,
-            );
-            matmul_shared(
-                kern,
-                m,
-                &w.w_up,
-                &self.xn[..n * e],
-                n,
-                &mut self.act,
-                &mut quantized,
-                &mut self.up,
-            );
-        } else {
-            // Fused: each output row is [gate | up].
-            matmul(
-                kern,
-                m,
-                &w.w_up,
-                &self.xn[..n * e],
-                n,
-                &mut self.act,
-                &mut self.up,
-            );
-            for r in 0..n {
-                let (g, u) = (r * 2 * f, r * 2 * f + f);
-                self.gate[r * f..(r + 1) * f].copy_from_slice(&self.up[g..g + f]);
-                self.up.copy_within(u..u + f, r * f);
-            }
-        }
-        match cfg.traits.activation {
-            Activation::Silu => {
-                // Row by row: the vector groups restart at each row, as in ggml's swiglu.
-                for (g, u) in self.gate[..n * f]
-                    .chunks_mut(f)
-                    .zip(self.up[..n * f].chunks(f))
-                {
-                    kern.silu_mul(g, u);
-                }
-            }
-            Activation::GeluTanh => kern.gelu_tanh_mul(&mut self.gate[..n * f], &self.up[..n * f]),
-        }
-        residual(
-            kern,
-            m,
-            &w.w_down,
-            &self.gate[..n * f],
-            w.post_ffn_norm.as_deref(),
-            cfg.rms_eps,
-            (&mut self.act, &mut self.proj, &mut self.tmp),
-            x,
+        b.attention(s, &mut self.cache);
+        b.residual(
+            s,
+            &b.w.wo,
+            Input::Xn(b.cfg.q_dim()),
+            b.w.post_attn_norm.as_deref(),
+            rows.clone(),
+        );
+        norm_rows(
+            b.kern,
+            &s.x[rows.clone()],
+            &b.w.ffn_norm,
+            b.cfg.rms_eps,
+            &mut s.xn,
+        );
+        b.feed_forward(s);
+        b.residual(
+            s,
+            &b.w.w_down,
+            Input::Gate(b.cfg.n_ff),
+            b.w.post_ffn_norm.as_deref(),
+            rows,
         );
     }
 
-    /// Final norm and LM head for the rows asked for, `logit_rows` at a time.
+    /// Final norm and LM head for the rows asked for, `logit_rows` at a time. The last
+    /// position's logits are also kept in `last` for sampling.
     fn output(&mut self, m: &Model, n: usize, want: Logits, sink: &mut dyn FnMut(usize, &[f32])) {
         let cfg = &m.cfg;
-        let e = cfg.n_embd;
-        let v = cfg.n_vocab;
+        let (e, v) = (cfg.n_embd, cfg.n_vocab);
         let rows = match want {
             Logits::None => return,
             Logits::Last => n - 1..n,
             Logits::All => 0..n,
         };
+        let s = &mut self.s;
         let chunk = self.dims.logit_rows;
         let mut start = rows.start;
         while start < rows.end {
@@ -662,45 +335,290 @@ impl Forward {
             let c = end - start;
             norm_rows(
                 self.kern,
-                &self.x[start * e..end * e],
+                &s.x[start * e..end * e],
                 &m.weights.output_norm,
                 cfg.rms_eps,
-                &mut self.xn,
+                &mut s.xn,
             );
             matmul(
                 self.kern,
                 m,
                 &m.weights.output,
-                &self.xn[..c * e],
+                &s.xn[..c * e],
                 c,
-                &mut self.act,
-                &mut self.logits,
+                &mut s.act,
+                &mut None,
+                &mut s.logits,
             );
             for r in 0..c {
-                sink(start + r, &self.logits[r * v..(r + 1) * v]);
+                sink(start + r, &s.logits[r * v..(r + 1) * v]);
             }
             start = end;
         }
+        // Row n - 1 is the last one asked for either way; it is in the logits of the last chunk.
+        let last_chunk_start = rows.start + (rows.len() - 1) / chunk * chunk;
+        let r = n - 1 - last_chunk_start;
+        s.last.copy_from_slice(&s.logits[r * v..(r + 1) * v]);
+    }
+}
+
+/// Where a sub-block's output projection reads its input: the attention output gathered in `xn`,
+/// or the gated feed-forward activations in `gate`; with the row width.
+enum Input {
+    Xn(usize),
+    Gate(usize),
+}
+
+/// One transformer block applied to `n` rows at positions `pos0..`: the model, the layer's
+/// weights and where in the plan it stands. Its steps read like the math; all memory is the
+/// session's scratch and cache, passed in.
+struct Block<'a> {
+    kern: &'static Kernels,
+    m: &'a Model,
+    cfg: &'a ModelConfig,
+    w: &'a LayerWeights,
+    il: usize,
+    n: usize,
+    pos0: usize,
+    n_ctx: usize,
+}
+
+impl Block<'_> {
+    fn producer(&self) -> bool {
+        self.cfg.plan.is_producer(self.il)
+    }
+
+    /// Attention of the rows normalised into `xn`: q, k, v = projections of xn; RoPE; producers
+    /// cache k, v; each head attends over its source layer's cache. Leaves the heads' output,
+    /// row by row, in `xn`.
+    fn attention(&self, s: &mut Scratch, cache: &mut KvCache) {
+        self.project_qkv(s);
+        self.rotate_and_cache(s, cache);
+        // Phi-3 and Gemma 3 scale the queries themselves (llama.cpp does too: it changes
+        // rounding); the others scale the scores.
+        let qd = self.cfg.q_dim();
+        let scale = if self.cfg.traits.scale_queries {
+            let a = self.cfg.attn_scale;
+            s.q[..self.n * qd].iter_mut().for_each(|x| *x *= a);
+            1.0
+        } else {
+            self.cfg.attn_scale
+        };
+        self.attend(s, cache, scale);
+        // att is [head][row][head_dim]; the output projection wants [row][head][head_dim].
+        let (n, hd) = (self.n, self.cfg.head_dim);
+        for r in 0..n {
+            for h in 0..self.cfg.n_head {
+                s.xn[r * qd + h * hd..r * qd + (h + 1) * hd]
+                    .copy_from_slice(&s.att[h * n * hd + r * hd..h * n * hd + (r + 1) * hd]);
+            }
+        }
+    }
+
+    /// q = xn·Wq (+ bias, per-head norm); producers also k and v.
+    fn project_qkv(&self, s: &mut Scratch) {
+        let (n, e, hd) = (self.n, self.cfg.n_embd, self.cfg.head_dim);
+        let (qd, kvd) = (self.cfg.q_dim(), self.cfg.kv_dim());
+        let producer = self.producer();
+        let w = self.w;
+        let xn = &s.xn[..n * e];
+        if let Some(wqkv) = &w.wqkv {
+            self.matmul(wqkv, xn, &mut s.act, &mut None, &mut s.qkv);
+            let width = wqkv.rows;
+            for r in 0..n {
+                let row = &s.qkv[r * width..(r + 1) * width];
+                s.q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+                if producer {
+                    s.k[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                    s.v[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..qd + 2 * kvd]);
+                }
+            }
+        } else {
+            // The activation rows quantized for Q serve K and V when the types agree.
+            let mut quantized = None;
+            let wq = w.wq.as_ref().expect("weights without Q projection");
+            self.matmul(wq, xn, &mut s.act, &mut quantized, &mut s.q);
+            if producer {
+                let wk = w.wk.as_ref().expect("producer without K");
+                let wv = w.wv.as_ref().expect("producer without V");
+                self.matmul(wk, xn, &mut s.act, &mut quantized, &mut s.k);
+                self.matmul(wv, xn, &mut s.act, &mut quantized, &mut s.v);
+            }
+        }
+        add_bias(&mut s.q[..n * qd], w.bq.as_deref());
+        if let Some(qn) = &w.q_norm {
+            // Per-head RMSNorm (Gemma 3's Q/K norms): rows of head_dim.
+            row_norm(
+                self.kern,
+                &mut s.q[..n * qd],
+                qn,
+                hd,
+                self.cfg.rms_eps,
+                &mut s.tmp,
+            );
+        }
+        if producer {
+            add_bias(&mut s.k[..n * kvd], w.bk.as_deref());
+            add_bias(&mut s.v[..n * kvd], w.bv.as_deref());
+            if let Some(kn) = &w.k_norm {
+                row_norm(
+                    self.kern,
+                    &mut s.k[..n * kvd],
+                    kn,
+                    hd,
+                    self.cfg.rms_eps,
+                    &mut s.tmp,
+                );
+            }
+        }
+    }
+
+    /// RoPE: each layer rotates its own queries; producers rotate their keys and cache k, v at
+    /// their own positions.
+    fn rotate_and_cache(&self, s: &mut Scratch, cache: &mut KvCache) {
+        let cfg = self.cfg;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_head_kv);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let producer = self.producer();
+        let (base, freq_scale) = if cfg.arch_sliding[self.il] && cfg.rope.base_sliding.is_some() {
+            (cfg.rope_base(self.il), 1.0)
+        } else {
+            (cfg.rope.base, cfg.rope.freq_scale)
+        };
+        let factors = self.m.weights.rope_factors.for_context(self.n_ctx);
+        let neox = cfg.traits.rope_neox;
+        for r in 0..self.n {
+            let pos = self.pos0 + r;
+            let (cos, sin) = s.rope.split_at_mut(cfg.rope.n_rot / 2);
+            rope_angles(
+                pos,
+                base,
+                freq_scale,
+                cfg.rope.attn_factor,
+                factors,
+                cos,
+                sin,
+            );
+            let q = &mut s.q[r * qd..(r + 1) * qd];
+            self.kern.rope(q, nh, hd, cfg.rope.n_rot, cos, sin, neox);
+            if producer {
+                let k = &mut s.k[r * kvd..(r + 1) * kvd];
+                self.kern.rope(k, nkv, hd, cfg.rope.n_rot, cos, sin, neox);
+                let v = &s.v[r * kvd..(r + 1) * kvd];
+                cache.store(self.kern, self.il, pos, k, v);
+            }
+        }
+    }
+
+    /// att[h][r] = softmax(scale q·K) V over the positions of the source layer that row r sees,
+    /// one query head per task.
+    fn attend(&self, s: &mut Scratch, cache: &KvCache, scale: f32) {
+        let cfg = self.cfg;
+        let (n, hd, qd) = (self.n, cfg.head_dim, cfg.q_dim());
+        let src = cfg.plan.sources[self.il];
+        let kv = KvView {
+            layout: *cache.layout(),
+            k: cache.k(src),
+            v: cache.v(src),
+        };
+        let group = cfg.n_head / cfg.n_head_kv;
+        let (n_ctx, kern, plan, il, pos0) = (self.n_ctx, self.kern, &cfg.plan, self.il, self.pos0);
+        let (floats, bytes) = AttnScratch::len(n_ctx, hd);
+        let q = &s.q;
+        s.att[..n * qd]
+            .par_chunks_mut(n * hd)
+            .zip(s.attn_f32.par_chunks_mut(floats))
+            .zip(s.attn_u8.par_chunks_mut(bytes))
+            .enumerate()
+            .for_each(|(h, ((out_h, f), b))| {
+                let mut scratch = AttnScratch::new(f, b, n_ctx, hd);
+                for r in 0..n {
+                    let query = AttnQuery {
+                        kv,
+                        kv_head: h / group,
+                        visible: plan.visible(il, pos0 + r),
+                        q: &q[r * qd + h * hd..r * qd + (h + 1) * hd],
+                        scale,
+                        // llama.cpp's x86 build sums a batch's attention values in another
+                        // order than a single token's (its GEMM); follow it so that parity
+                        // holds for prompts and for decoding.
+                        batched: n >= 2,
+                    };
+                    kern.attend(&query, &mut scratch, &mut out_h[r * hd..(r + 1) * hd]);
+                }
+            });
+    }
+
+    /// gate = act(xn·Wgate) * (xn·Wup), row by row.
+    fn feed_forward(&self, s: &mut Scratch) {
+        let (n, e, f) = (self.n, self.cfg.n_embd, self.cfg.n_ff);
+        let xn = &s.xn[..n * e];
+        if let Some(wg) = &self.w.w_gate {
+            let mut quantized = None;
+            self.matmul(wg, xn, &mut s.act, &mut quantized, &mut s.gate);
+            self.matmul(&self.w.w_up, xn, &mut s.act, &mut quantized, &mut s.up);
+        } else {
+            // Fused: each output row is [gate | up].
+            self.matmul(&self.w.w_up, xn, &mut s.act, &mut None, &mut s.up);
+            for r in 0..n {
+                let (g, u) = (r * 2 * f, r * 2 * f + f);
+                s.gate[r * f..(r + 1) * f].copy_from_slice(&s.up[g..g + f]);
+                s.up.copy_within(u..u + f, r * f);
+            }
+        }
+        match self.cfg.traits.activation {
+            Activation::Silu => {
+                // Row by row: the vector groups restart at each row, as in ggml's swiglu.
+                for (g, u) in s.gate[..n * f].chunks_mut(f).zip(s.up[..n * f].chunks(f)) {
+                    self.kern.silu_mul(g, u);
+                }
+            }
+            Activation::GeluTanh => self
+                .kern
+                .gelu_tanh_mul(&mut s.gate[..n * f], &s.up[..n * f]),
+        }
+    }
+
+    /// x[rows] += post_norm(input·W): a sub-block's output projection, its optional post-norm
+    /// (Gemma 3) and the residual add.
+    fn residual(
+        &self,
+        s: &mut Scratch,
+        w: &Matrix,
+        input: Input,
+        post_norm: Option<&[f32]>,
+        rows: Range<usize>,
+    ) {
+        let n = self.n;
+        let input = match input {
+            Input::Xn(width) => &s.xn[..n * width],
+            Input::Gate(width) => &s.gate[..n * width],
+        };
+        self.matmul(w, input, &mut s.act, &mut None, &mut s.proj);
+        let out = &mut s.proj[..n * w.rows];
+        if let Some(pn) = post_norm {
+            row_norm(self.kern, out, pn, w.rows, self.cfg.rms_eps, &mut s.tmp);
+        }
+        add_into(&mut s.x[rows], out);
+    }
+
+    fn matmul(
+        &self,
+        w: &Matrix,
+        input: &[f32],
+        act: &mut [u8],
+        quantized: &mut Option<GgmlType>,
+        out: &mut [f32],
+    ) {
+        matmul(self.kern, self.m, w, input, self.n, act, quantized, out);
     }
 }
 
 /// out[r] = W · input[r] for n rows, activations quantized to the weight's dot-product type.
-fn matmul(
-    kern: &Kernels,
-    m: &Model,
-    w: &Matrix,
-    input: &[f32],
-    n: usize,
-    act: &mut [u8],
-    out: &mut [f32],
-) {
-    matmul_shared(kern, m, w, input, n, act, &mut None, out);
-}
-
-/// `matmul` for several matrices applied to the same input: `quantized` records the type the
-/// rows in `act` already hold, so Q/K/V (or gate/up) quantize their shared input once.
+/// `quantized` records the type the rows in `act` already hold, so matrices applied to the same
+/// input (Q/K/V, gate/up) quantize it once; pass `&mut None` for a new input.
 #[allow(clippy::too_many_arguments)]
-fn matmul_shared(
+fn matmul(
     kern: &Kernels,
     m: &Model,
     w: &Matrix,
@@ -733,29 +651,6 @@ fn matmul_shared(
         n,
         &mut out[..n * w.rows],
     );
-}
-
-/// x += post_norm(W · input): a sub-block's output projection, its optional post-norm (Gemma 3)
-/// and the residual add. `x` holds the rows; `scratch` is (activations, projection, tmp).
-#[allow(clippy::too_many_arguments)]
-fn residual(
-    kern: &Kernels,
-    m: &Model,
-    w: &Matrix,
-    input: &[f32],
-    post_norm: Option<&[f32]>,
-    eps: f32,
-    scratch: (&mut [u8], &mut [f32], &mut [f32]),
-    x: &mut [f32],
-) {
-    let (act, proj, tmp) = scratch;
-    let n = input.len() / w.cols;
-    matmul(kern, m, w, input, n, act, proj);
-    let out = &mut proj[..n * w.rows];
-    if let Some(pn) = post_norm {
-        row_norm(kern, out, pn, w.rows, eps, tmp);
-    }
-    add_into(x, out);
 }
 
 /// out[r] = RMSNorm(x[r]) * w for every row of `x`.

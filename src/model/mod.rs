@@ -11,6 +11,7 @@ pub mod weights;
 use std::path::Path;
 
 use crate::gguf::{GgufFile, OpenOptions};
+use crate::memory::dims::ModelDims;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use crate::{Error, Result};
 use config::ModelConfig;
@@ -55,6 +56,55 @@ impl Model {
             file.lock()?;
         }
         Ok(Model { file, cfg, weights })
+    }
+
+    /// The dimensions a session's buffers are sized from.
+    pub fn dims(&self) -> ModelDims {
+        let c = &self.cfg;
+        ModelDims {
+            n_embd: c.n_embd,
+            n_head: c.n_head,
+            head_dim: c.head_dim,
+            q_dim: c.q_dim(),
+            kv_dim: c.kv_dim(),
+            n_ff: c.n_ff,
+            qkv_rows: if c.traits.fused_qkv {
+                c.q_dim() + 2 * c.kv_dim()
+            } else {
+                0
+            },
+            up_rows: if c.traits.fused_gate_up {
+                2 * c.n_ff
+            } else {
+                c.n_ff
+            },
+            n_vocab: c.n_vocab,
+            n_rot: c.rope.n_rot,
+            max_cols: self.weights.max_cols(),
+            condensed: !c.plan.is_identity(),
+            producers: (0..c.n_layer).map(|i| c.plan.is_producer(i)).collect(),
+            n_kv_head: c.n_head_kv,
+        }
+    }
+
+    /// Bytes of vocabulary strings, merges and the tokenizer's maps held in memory: about 40
+    /// bytes of bookkeeping per token and merge on top of their text, held twice (GGUF metadata
+    /// and the tokenizer).
+    pub fn tokenizer_bytes(&self) -> usize {
+        let text: usize = self
+            .file
+            .metadata()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .map(|(_, v)| match v.as_array() {
+                Some(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map_or(8, |s| s.len() + 40))
+                    .sum(),
+                None => v.as_str().map_or(8, str::len),
+            })
+            .sum();
+        3 * text
     }
 
     /// The tokenizer stored in the file.

@@ -8,13 +8,12 @@
 //! Everything here is reached only through `install`, which dispatch calls after detecting
 //! avx2, fma and f16c; the safe wrappers rely on that.
 
-use crate::attention::{attend_with, AttendFn, AttnFns};
+use crate::attention::{attend_with, AttendFn, AttnFns, AttnQuery};
 use crate::dot::{Dot4Fn, VecDotFn};
 use crate::formats::{GgmlType, QK_K};
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, DequantFn, QuantFn};
-use crate::{AttnScratch, KvLayout};
+use crate::AttnScratch;
 use std::arch::x86_64::*;
-use std::ops::Range;
 
 /// Overrides the scalar entries of the tables with this file's kernels.
 pub(crate) fn install(
@@ -71,46 +70,19 @@ pub(crate) fn install_f32_ops(
     *silu_mul = silu_mul_fma;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attend_fma(
-    fns: &AttnFns,
-    layout: &KvLayout,
-    k_cache: &[u8],
-    v_cache: &[u8],
-    g: usize,
-    visible: Range<usize>,
-    q: &[f32],
-    scale: f32,
-    batched: bool,
-    scratch: &mut AttnScratch,
-    out: &mut [f32],
-) {
+fn attend_fma(fns: &AttnFns, query: &AttnQuery, scratch: &mut AttnScratch, out: &mut [f32]) {
     // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
-    unsafe {
-        attend_fma_impl(
-            fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
-        )
-    }
+    unsafe { attend_fma_impl(fns, query, scratch, out) }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_fma_impl(
     fns: &AttnFns,
-    layout: &KvLayout,
-    k_cache: &[u8],
-    v_cache: &[u8],
-    g: usize,
-    visible: Range<usize>,
-    q: &[f32],
-    scale: f32,
-    batched: bool,
+    query: &AttnQuery,
     scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    attend_with(
-        fns, layout, k_cache, v_cache, g, visible, q, scale, batched, scratch, out,
-    )
+    attend_with(fns, query, scratch, out)
 }
 
 fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
