@@ -208,3 +208,26 @@ fn damaged_prompt_cache_is_rebuilt() {
     let (code, text) = lckv(&args2);
     assert!(code == 0 && text.contains("another model"), "{text}");
 }
+
+/// A repetition window far beyond the context is capped at it (the memory plan counts the
+/// sampler's history at the context's length), rather than allocating what was asked.
+#[test]
+fn absurd_repeat_window_is_capped_at_the_context() {
+    let (code, text) = lckv(&[
+        "run",
+        "-m",
+        s(&tiny()),
+        "-c",
+        "64",
+        "--repeat-last-n",
+        "100000000000",
+        "--repeat-penalty",
+        "1.1",
+        "-p",
+        "hi",
+        "-n",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}

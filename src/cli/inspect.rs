@@ -156,14 +156,9 @@ pub fn main(a: InspectArgs) -> Result<()> {
     let m = &plan.memory;
     println!("\nmemory plan for {n_ctx} tokens:\n{m}");
     println!(
-        "  one session's arena, buffer by buffer (batch {}, {} logit rows):\n    {:<12} {:>10}  ({} producer layers x {} tokens x {} B)\n{}",
-        m.dims.n_batch,
-        m.dims.logit_rows,
-        "kv_cache",
-        human(m.per_session.kv_cache),
-        model.cfg.plan.producers().len(),
-        n_ctx,
-        m.kv_bytes_per_token / model.cfg.plan.producers().len().max(1),
+        "  the arena buffer by buffer ({} B, padded to {} B each):\n{}",
+        m.arena(),
+        lckv::memory::arena::ALIGN,
         m.buffer_lines()
     );
     if let Some(b) = budget {

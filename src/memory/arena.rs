@@ -64,6 +64,11 @@ impl<T> Region<T> {
     pub fn bytes(&self) -> usize {
         self.len * std::mem::size_of::<T>()
     }
+
+    /// Bytes the region takes in the arena: its elements padded to `ALIGN`, as reserved.
+    pub fn arena_bytes(&self) -> usize {
+        self.bytes().div_ceil(ALIGN) * ALIGN
+    }
 }
 
 /// Lays regions out one after another, each aligned to `ALIGN`.

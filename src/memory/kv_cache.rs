@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use lckv_kernels::{GgmlType, Kernels, KvLayout};
 
-use crate::memory::arena::{Arena, ArenaLayout, Buf, Region, ALIGN};
+use crate::memory::arena::{Arena, ArenaLayout, Buf, Region};
 use crate::memory::dims::{ModelDims, SessionDims};
 use crate::{Error, Result};
 
@@ -45,7 +45,7 @@ impl KvRegions {
         self.layers
             .iter()
             .flatten()
-            .map(|(k, v)| k.bytes().div_ceil(ALIGN) * ALIGN + v.bytes().div_ceil(ALIGN) * ALIGN)
+            .map(|(k, v)| k.arena_bytes() + v.arena_bytes())
             .sum()
     }
 }

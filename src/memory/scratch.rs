@@ -1,4 +1,5 @@
-//! The scratch buffers of one session's forward pass, stated once: the list below names each
+//! The scratch buffers of the forward pass, shared by every session of a process (one batch is
+//! in flight at a time), stated once: the list below names each
 //! buffer, its element type, what it is sized from and which part of the memory plan it counts
 //! under. The macro turns that one list into the regions reserved in the arena layout, the
 //! buffers taken from the arena, and the per-buffer sizes `lckv inspect` prints.
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use lckv_kernels::AttnScratch;
 
-use crate::memory::arena::{Arena, ArenaLayout, Buf, Region, ALIGN};
+use crate::memory::arena::{Arena, ArenaLayout, Buf, Region};
 use crate::memory::dims::{ModelDims, SessionDims};
 use crate::Result;
 
@@ -16,24 +17,21 @@ use crate::Result;
 pub enum Part {
     /// Activations of the batch in flight.
     Activations,
-    /// Logit rows (and the last position's logits kept for sampling).
+    /// Logit rows of the batch.
     Logits,
     /// Per-head working memory of attention, sized by the context.
     Attention,
 }
 
-/// One buffer of the list: its name, the part it counts under and its bytes in the arena
-/// (rounded up to the arena's alignment, as reserved).
+/// One buffer of the list: its name, the part it counts under, its elements and their size, and
+/// its bytes in the arena (rounded up to the arena's alignment, as reserved).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferSize {
     pub name: &'static str,
     pub part: Part,
+    pub elements: usize,
+    pub elem_bytes: usize,
     pub bytes: usize,
-}
-
-/// Bytes a region of `bytes` takes in the arena.
-fn padded(bytes: usize) -> usize {
-    bytes.div_ceil(ALIGN) * ALIGN
 }
 
 macro_rules! scratch_buffers {
@@ -62,7 +60,9 @@ macro_rules! scratch_buffers {
                 vec![$( BufferSize {
                     name: stringify!($name),
                     part: Part::$part,
-                    bytes: padded(self.$name.bytes()),
+                    elements: self.$name.len(),
+                    elem_bytes: std::mem::size_of::<$ty>(),
+                    bytes: self.$name.arena_bytes(),
                 }, )*]
             }
 
@@ -130,8 +130,6 @@ scratch_buffers! {
     snapshot: u8 = Activations, |m: &ModelDims, d: &SessionDims| if d.early_exit { 2 * d.n_batch * kv_pos_bytes(m, d) * m.n_producers() } else { 0 };
     /// `logit_rows` rows of logits.
     logits: f32 = Logits, |m: &ModelDims, d: &SessionDims| d.logit_rows * m.n_vocab;
-    /// The logits of the last position run, which the sampler reads.
-    last: f32 = Logits, |m: &ModelDims, _d: &SessionDims| m.n_vocab;
     /// Scores, partial sums and a V row of every query head, over the whole context.
     attn_f32: f32 = Attention, |m: &ModelDims, d: &SessionDims| attention_lens(m, d).0;
     /// Every query head's query converted to the cache's dot type.

@@ -13,10 +13,10 @@ use rayon::prelude::*;
 
 use lckv_kernels::{AttnQuery, AttnScratch, GgmlType, Kernels, KvView};
 
-use crate::memory::arena::{Arena, ArenaLayout};
+use crate::memory::arena::{Arena, ArenaLayout, Buf};
 use crate::memory::dims::SessionDims;
 use crate::memory::kv_cache::KvCache;
-use crate::memory::plan::SessionRegions;
+use crate::memory::plan::ArenaRegions;
 use crate::memory::scratch::Scratch;
 use crate::model::config::{Activation, ModelConfig};
 use crate::model::kv_plan::Segment;
@@ -63,13 +63,16 @@ pub struct Forward {
     steps: Vec<Step>,
     s: Scratch,
     pub cache: KvCache,
+    /// The logits of the last position a call produced logits for, which the sampler reads.
+    last: Buf<f32>,
 }
 
 impl Forward {
     /// Carves the session's buffers from one new arena, as the memory plan reserves them.
     pub fn new(model: &Model, kern: &'static Kernels, dims: SessionDims) -> Result<Forward> {
         let mut layout = ArenaLayout::new();
-        let regions = SessionRegions::reserve(&model.dims(), &dims, &mut layout)?;
+        let mut regions = ArenaRegions::reserve(&model.dims(), &dims, 1, &mut layout)?;
+        let own = regions.sessions.pop().expect("one session was reserved");
         let arena = Arena::allocate(layout)?;
         let plan = &model.cfg.plan;
         let steps = plan
@@ -90,7 +93,8 @@ impl Forward {
             dims,
             steps,
             s: regions.scratch.take(&arena),
-            cache: KvCache::take(regions.kv, &arena),
+            cache: KvCache::take(own.kv, &arena),
+            last: arena.take(own.last),
         })
     }
 
@@ -104,7 +108,7 @@ impl Forward {
 
     /// The logits of the last position a forward call produced logits for.
     pub fn last_logits(&self) -> &[f32] {
-        &self.s.last
+        &self.last
     }
 
     /// Runs `tokens` at positions `pos0..`, writing their K/V into the cache, and hands the
@@ -358,7 +362,7 @@ impl Forward {
         // Row n - 1 is the last one asked for either way; it is in the logits of the last chunk.
         let last_chunk_start = rows.start + (rows.len() - 1) / chunk * chunk;
         let r = n - 1 - last_chunk_start;
-        s.last.copy_from_slice(&s.logits[r * v..(r + 1) * v]);
+        self.last.copy_from_slice(&s.logits[r * v..(r + 1) * v]);
     }
 }
 
