@@ -2,6 +2,7 @@
 //! dequantize / quantize output (fixtures made by tests/reference/make_dequant_fixtures.py),
 //! quantize -> dequantize error bounds, and vec_dot against a float dot of dequantized rows.
 
+use lckv_kernels::formats::{Q4_1_BYTES, Q4_1_M, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_S};
 use lckv_kernels::{dot, quant, GgmlType};
 use std::path::PathBuf;
 
@@ -174,9 +175,9 @@ fn vec_dot_matches_dequantized_dot() {
             let got = dot::vec_dot(wty, n, &wq, &aq) as f64;
             let mut s_term = 0.0f64;
             if wty == GgmlType::Q4_1 {
-                for (wb, ab) in wq.chunks_exact(20).zip(aq.chunks_exact(36)) {
-                    let m = half::f16::from_le_bytes([wb[2], wb[3]]).to_f64();
-                    let s = half::f16::from_le_bytes([ab[2], ab[3]]).to_f64();
+                for (wb, ab) in wq.chunks_exact(Q4_1_BYTES).zip(aq.chunks_exact(Q8_1_BYTES)) {
+                    let m = half::f16::from_le_bytes([wb[Q4_1_M], wb[Q4_1_M + 1]]).to_f64();
+                    let s = half::f16::from_le_bytes([ab[Q8_1_S], ab[Q8_1_S + 1]]).to_f64();
                     s_term += (m * s).abs() / 2048.0;
                 }
             }
@@ -192,18 +193,18 @@ fn vec_dot_matches_dequantized_dot() {
 #[test]
 fn q8_0_hand_case() {
     let x: Vec<f32> = (1..=32).map(|i| i as f32).collect();
-    let mut q = vec![0u8; 34];
+    let mut q = vec![0u8; Q8_0_BYTES];
     quant::quantize_row(GgmlType::Q8_0, &x, &mut q);
     assert_eq!(
         half::f16::from_le_bytes([q[0], q[1]]),
         half::f16::from_f32(32.0 / 127.0)
     );
-    assert_eq!(q[2 + 31] as i8, 127);
+    assert_eq!(q[Q8_0_QS + 31] as i8, 127);
     // 16 * 127 / 32 = 63.5 rounds away from zero.
-    assert_eq!(q[2 + 15] as i8, 64);
+    assert_eq!(q[Q8_0_QS + 15] as i8, 64);
     // dot with itself: sum(q^2) * d^2
     let d = half::f16::from_f32(32.0 / 127.0).to_f32();
-    let sumi: i32 = q[2..].iter().map(|&v| (v as i8 as i32).pow(2)).sum();
+    let sumi: i32 = q[Q8_0_QS..].iter().map(|&v| (v as i8 as i32).pow(2)).sum();
     assert_eq!(
         dot::vec_dot(GgmlType::Q8_0, 32, &q, &q),
         sumi as f32 * (d * d)

@@ -4,6 +4,7 @@
 
 mod common;
 use common::Rng;
+use lckv_kernels::formats::{Q4_1_M, Q4_K_DMIN, Q6_K_D};
 use lckv_kernels::{attention, dot, quant, select, AttnScratch, GgmlType, KernelPath, KvLayout};
 
 fn paths() -> Vec<lckv_kernels::Kernels> {
@@ -49,10 +50,16 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
             let r = rng.bytes(ts);
             blk.copy_from_slice(&r);
             let d = half::f16::from_f32(0.01 + rng.next_f32().abs() * 0.1).to_le_bytes();
-            let at = if ty == GgmlType::Q6K { 208 } else { 0 };
+            let at = if ty == GgmlType::Q6K { Q6_K_D } else { 0 };
             blk[at..at + 2].copy_from_slice(&d);
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K) {
-                blk[2..4].copy_from_slice(&half::f16::from_f32(0.05).to_le_bytes());
+            // The second f16 (Q4_1's min, Q4_K's dmin).
+            let m = match ty {
+                GgmlType::Q4_1 => Some(Q4_1_M),
+                GgmlType::Q4K => Some(Q4_K_DMIN),
+                _ => None,
+            };
+            if let Some(m) = m {
+                blk[m..m + 2].copy_from_slice(&half::f16::from_f32(0.05).to_le_bytes());
             }
         }
     }
