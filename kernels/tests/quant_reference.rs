@@ -7,7 +7,7 @@ use lckv_kernels::{dot, quant, GgmlType};
 use std::path::PathBuf;
 
 mod common;
-use common::Rng;
+use common::{paths, Rng};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -213,13 +213,10 @@ fn q8_0_hand_case() {
 
 /// quantize_row reproduces ggml's `quantize_row_*_ref` bytes exactly (fixtures compiled from
 /// ggml-quants.c by tests/reference/make_quant_fixtures.py), on the scalar path and on every
-/// kernel path this CPU supports (their activation quantizers must agree too).
+/// kernel path this CPU supports (`common::paths()`; their activation quantizers must agree too).
 #[test]
 fn quantize_bytes_match_ggml_reference() {
-    let paths: Vec<_> = lckv_kernels::KernelPath::ALL
-        .into_iter()
-        .filter_map(|p| lckv_kernels::select(Some(p)).ok())
-        .collect();
+    let paths = paths();
     for name in [
         "q4_0", "q4_1", "q5_0", "q8_0", "q8_1", "q4_K", "q6_K", "q8_K",
     ] {
