@@ -24,18 +24,13 @@ fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The kernel crate's test helpers: `paths()` checks `LCKV_REQUIRE_PATHS` for these tests too.
+#[path = "../kernels/tests/common/mod.rs"]
+mod kernel_tests;
+
 /// Every kernel path this CPU runs, the scalar twin first.
 fn paths() -> Vec<Kernels> {
-    [
-        KernelPath::Scalar,
-        KernelPath::Avx2,
-        KernelPath::Avx512,
-        KernelPath::Neon,
-        KernelPath::Dotprod,
-    ]
-    .into_iter()
-    .filter_map(|p| lckv_kernels::select(Some(p)).ok())
-    .collect()
+    kernel_tests::paths()
 }
 
 fn assert_bits(what: &str, ours: &[f32], theirs: &[f32]) {

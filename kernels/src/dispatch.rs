@@ -1,6 +1,7 @@
 //! Runtime choice of the kernel path. `kernels()` picks the best path the CPU supports once
 //! (or the one named by `LCKV_KERNELS`), and every call after that goes through a table of
-//! function pointers resolved per type, so hot loops never branch on the type or the ISA.
+//! function pointers resolved per type, so hot loops never branch on the type or the ISA. A
+//! path's table also takes the kernels of CPU features beyond its own (`KernelFeature`).
 
 use crate::attention::{AttendFn, AttnFns, AttnQuery, AttnScratch};
 use crate::dot::{Dot4Fn, Gemv16Fn, Tile16Fn, Tile4Fn, Tile8Fn, TileFn, VecDotFn};
@@ -95,11 +96,39 @@ impl std::str::FromStr for KernelPath {
     }
 }
 
+/// A CPU feature beyond a path's own that makes the path install kernels of its own in place of
+/// some of the path's: which kernels a table holds depends on it, so tests that run every path
+/// ask [`Kernels::features`] whether those kernels were among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelFeature {
+    /// AVX-512 VNNI on the AVX-512 path: the VNNI prompt tiles, the sixteen-row kernels and the
+    /// VNNI Q4_0 eight-row tile.
+    Avx512Vnni,
+}
+
+impl KernelFeature {
+    pub const ALL: [KernelFeature; 1] = [KernelFeature::Avx512Vnni];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFeature::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+impl fmt::Display for KernelFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 const NT: usize = GgmlType::ALL.len();
 
 /// One kernel path's functions, per type.
 pub struct Kernels {
     path: KernelPath,
+    /// The features whose kernels this table holds (see [`KernelFeature`]).
+    features: &'static [KernelFeature],
     dot: [VecDotFn; NT],
     /// The order of a batched product where it differs from `dot` (see `dot::dot_gemm_fn`).
     dot_gemm: [Option<VecDotFn>; NT],
@@ -191,6 +220,7 @@ fn build(path: KernelPath) -> Kernels {
     )]
     let mut k = Kernels {
         path,
+        features: &[],
         dot: GgmlType::ALL.map(crate::dot::dot_fn),
         dot_gemm: GgmlType::ALL.map(crate::dot::dot_gemm_fn),
         dot_rows8: GgmlType::ALL.map(crate::dot::dot_rows8_fn),
@@ -225,6 +255,7 @@ fn build(path: KernelPath) -> Kernels {
             if vnni {
                 crate::arch::x86::vnni_tile::install(&mut k.tile8, &mut k.tile4);
                 crate::arch::x86::gemv16::install(&mut k.gemv16_rows8, &mut k.tile16_rows8);
+                k.features = &[KernelFeature::Avx512Vnni];
             }
         }
     }
@@ -277,6 +308,11 @@ struct MatmulJob<'a> {
 impl Kernels {
     pub fn path(&self) -> KernelPath {
         self.path
+    }
+
+    /// The features whose kernels this table holds, beyond the path's own (empty for most).
+    pub fn features(&self) -> &'static [KernelFeature] {
+        self.features
     }
 
     /// Dot product, as [`crate::dot::vec_dot`].

@@ -2,8 +2,12 @@
 //! `wty.vec_dot_type()`, with ggml's block arithmetic (integer sums inside a block, one float
 //! multiply-add per block). These are the "unopt" twins of the SIMD kernels in `arch/`.
 
-use crate::formats::{GgmlType, QK_K};
-use crate::quant::{check_row, f16_at, f32_at, scale_min_k4};
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
+    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
+use crate::quant::{check_row, f16_at, f32_at, scale_min_k4, u32_at};
 use half::bf16;
 
 /// A dot product kernel for one weight type: `n` elements, weight row bytes, activation row bytes.
@@ -94,16 +98,16 @@ fn dot_bf16(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 fn q4_0_isum(x: &[u8], y: &[u8]) -> i32 {
     let mut sumi = 0i32;
     for j in 0..16 {
-        let v0 = (x[2 + j] & 0x0f) as i32 - 8;
-        let v1 = (x[2 + j] >> 4) as i32 - 8;
-        sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
+        let v0 = (x[Q4_0_QS + j] & 0x0f) as i32 - 8;
+        let v1 = (x[Q4_0_QS + j] >> 4) as i32 - 8;
+        sumi += v0 * (y[Q8_0_QS + j] as i8) as i32 + v1 * (y[Q8_0_QS + 16 + j] as i8) as i32;
     }
     sumi
 }
 
 fn dot_q4_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         sumf += q4_0_isum(x, y) as f32 * f16_at(x) * f16_at(y);
     }
     sumf
@@ -125,12 +129,12 @@ pub(crate) fn dot_rows8_fn(wty: GgmlType) -> Option<(VecDotFn, VecDotFn)> {
 
 fn dot_q4_k_rows8_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         let (sumi, summ) = q4_k_chunk_isums(x, y);
         let dy = f32_at(y);
         for c in 0..4 {
             acc = (sumi[c] as f32).mul_add(f16_at(x) * dy, acc);
-            acc_m = (summ[c] as f32).mul_add(f16_at(&x[2..]) * dy, acc_m);
+            acc_m = (summ[c] as f32).mul_add(f16_at(&x[Q4_K_DMIN..]) * dy, acc_m);
         }
     }
     acc - acc_m
@@ -138,7 +142,7 @@ fn dot_q4_k_rows8_gemm(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn dot_q4_0_rows8(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         acc = (q4_0_isum(x, y) as f32).mul_add(f16_at(x) * f16_at(y), acc);
     }
     acc
@@ -146,40 +150,40 @@ fn dot_q4_0_rows8(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn dot_q4_k_rows8(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         let (sumi, summ) = q4_k_isums(x, y);
         let dy = f32_at(y);
         acc = (sumi as f32).mul_add(f16_at(x) * dy, acc);
-        acc_m = (summ as f32).mul_add(f16_at(&x[2..]) * dy, acc_m);
+        acc_m = (summ as f32).mul_add(f16_at(&x[Q4_K_DMIN..]) * dy, acc_m);
     }
     acc - acc_m
 }
 
 fn dot_q4_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+    for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
         let mut sumi = 0i32;
         for j in 0..16 {
-            let v0 = (x[4 + j] & 0x0f) as i32;
-            let v1 = (x[4 + j] >> 4) as i32;
-            sumi += v0 * (y[4 + j] as i8) as i32 + v1 * (y[20 + j] as i8) as i32;
+            let v0 = (x[Q4_1_QS + j] & 0x0f) as i32;
+            let v1 = (x[Q4_1_QS + j] >> 4) as i32;
+            sumi += v0 * (y[Q8_1_QS + j] as i8) as i32 + v1 * (y[Q8_1_QS + 16 + j] as i8) as i32;
         }
-        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[Q4_1_M..]) * f16_at(&y[Q8_1_S..]);
     }
     sumf
 }
 
 fn dot_q5_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        let qh = u32_at(&x[Q5_0_QH..]);
         let mut sumi = 0i32;
         for j in 0..16 {
             let h0 = (((qh >> j) & 1) << 4) as i32;
             let h1 = (((qh >> (j + 16)) & 1) << 4) as i32;
-            let v0 = ((x[6 + j] & 0x0f) as i32 | h0) - 16;
-            let v1 = ((x[6 + j] >> 4) as i32 | h1) - 16;
-            sumi += v0 * (y[2 + j] as i8) as i32 + v1 * (y[18 + j] as i8) as i32;
+            let v0 = ((x[Q5_0_QS + j] & 0x0f) as i32 | h0) - 16;
+            let v1 = ((x[Q5_0_QS + j] >> 4) as i32 | h1) - 16;
+            sumi += v0 * (y[Q8_0_QS + j] as i8) as i32 + v1 * (y[Q8_0_QS + 16 + j] as i8) as i32;
         }
         sumf += (f16_at(x) * f16_at(y)) * sumi as f32;
     }
@@ -188,10 +192,10 @@ fn dot_q5_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn dot_q8_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let sumi: i32 = x[2..]
+    for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        let sumi: i32 = x[Q8_0_QS..]
             .iter()
-            .zip(&y[2..])
+            .zip(&y[Q8_0_QS..])
             .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
             .sum();
         sumf += sumi as f32 * (f16_at(x) * f16_at(y));
@@ -201,10 +205,10 @@ fn dot_q8_0_q8_0(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn dot_q8_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(36).zip(a.chunks_exact(36)) {
-        let sumi: i32 = x[4..]
+    for (x, y) in w.chunks_exact(Q8_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
+        let sumi: i32 = x[Q8_1_QS..]
             .iter()
-            .zip(&y[4..])
+            .zip(&y[Q8_1_QS..])
             .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
             .sum();
         sumf += sumi as f32 * (f16_at(x) * f16_at(y));
@@ -215,7 +219,8 @@ fn dot_q8_1_q8_1(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Sum of the Q8_K `bsums` (16-element partial sums) in pairs: one per 32-element sub-block.
 #[inline(always)]
 fn q8k_bsum(y: &[u8], sub: usize) -> i32 {
-    let at = |k: usize| i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32;
+    let at =
+        |k: usize| i16::from_le_bytes([y[Q8_K_BSUMS + 2 * k], y[Q8_K_BSUMS + 2 * k + 1]]) as i32;
     at(2 * sub) + at(2 * sub + 1)
 }
 
@@ -228,9 +233,9 @@ fn q4_k_isums(x: &[u8], y: &[u8]) -> (i32, i32) {
 
 /// [`q4_k_isums`] for each 64-element chunk of the super-block.
 fn q4_k_chunk_isums(x: &[u8], y: &[u8]) -> ([i32; 4], [i32; 4]) {
-    let scales = &x[4..16];
-    let qs = &x[16..];
-    let q8 = &y[4..4 + QK_K];
+    let scales = &x[Q4_K_SCALES..Q4_K_QS];
+    let qs = &x[Q4_K_QS..];
+    let q8 = &y[Q8_K_QS..Q8_K_BSUMS];
     let mut sumi = [0i32; 4];
     let mut summ = [0i32; 4];
     for c in 0..4 {
@@ -250,23 +255,23 @@ fn q4_k_chunk_isums(x: &[u8], y: &[u8]) -> ([i32; 4], [i32; 4]) {
 
 fn dot_q4_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         let (sumi, summ) = q4_k_isums(x, y);
         let dy = f32_at(y);
-        sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[2..]) * dy * summ as f32;
+        sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[Q4_K_DMIN..]) * dy * summ as f32;
     }
     sumf
 }
 
 fn dot_q6_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let q8 = &y[4..4 + QK_K];
+    for (x, y) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let q8 = &y[Q8_K_QS..Q8_K_BSUMS];
         let mut sumi = 0i32;
         for h in 0..2 {
-            let ql = &x[64 * h..64 * h + 64];
-            let qh = &x[128 + 32 * h..128 + 32 * h + 32];
-            let sc = &x[192 + 8 * h..192 + 8 * h + 8];
+            let ql = &x[Q6_K_QL + 64 * h..][..64];
+            let qh = &x[Q6_K_QH + 32 * h..][..32];
+            let sc = &x[Q6_K_SCALES + 8 * h..][..8];
             let q8 = &q8[128 * h..128 * h + 128];
             // Sub-block sums: index = 16-element group within these 128 elements.
             let mut sub = [0i32; 8];
@@ -285,17 +290,17 @@ fn dot_q6_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi += (sc[k] as i8) as i32 * sub[k];
             }
         }
-        sumf += f16_at(&x[208..]) * f32_at(y) * sumi as f32;
+        sumf += f16_at(&x[Q6_K_D..]) * f32_at(y) * sumi as f32;
     }
     sumf
 }
 
 fn dot_q8_k_q8_k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(292).zip(a.chunks_exact(292)) {
-        let sumi: i32 = x[4..4 + QK_K]
+    for (x, y) in w.chunks_exact(Q8_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let sumi: i32 = x[Q8_K_QS..Q8_K_BSUMS]
             .iter()
-            .zip(&y[4..4 + QK_K])
+            .zip(&y[Q8_K_QS..Q8_K_BSUMS])
             .map(|(&p, &q)| (p as i8) as i32 * (q as i8) as i32)
             .sum();
         sumf += f32_at(x) * f32_at(y) * sumi as f32;

@@ -1,8 +1,11 @@
 //! Tensor element types and their block formats: the one place where the byte layout of every
 //! quantized block is defined (mirrors ggml's `ggml-common.h`, so GGUF files map onto these
-//! structs without copying). Everything else asks this file for sizes.
+//! structs without copying). Everything else asks this file for sizes and field offsets: the
+//! constants `Q4_0_BYTES`, `Q6_K_D`, `Q8_K_BSUMS`, ... are derived from the structs at compile
+//! time, so kernels slice blocks with constants.
 
 use half::f16;
+use std::mem::{offset_of, size_of};
 
 /// Element types lckv reads and writes. Discriminants are the GGUF / ggml type ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,29 +113,31 @@ impl GgmlType {
     }
 
     /// Elements per block.
-    pub fn block_size(self) -> usize {
+    pub const fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q8_1 => {
-                32
-            }
+            GgmlType::Q4_0 => QK4_0,
+            GgmlType::Q4_1 => QK4_1,
+            GgmlType::Q5_0 => QK5_0,
+            GgmlType::Q8_0 => QK8_0,
+            GgmlType::Q8_1 => QK8_1,
             GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8K => QK_K,
         }
     }
 
-    /// Bytes per block.
-    pub fn type_size(self) -> usize {
+    /// Bytes per block: the `*_BYTES` constants below for the quantized types.
+    pub const fn type_size(self) -> usize {
         match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
-            GgmlType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
-            GgmlType::Q5_0 => std::mem::size_of::<BlockQ5_0>(),
-            GgmlType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
-            GgmlType::Q8_1 => std::mem::size_of::<BlockQ8_1>(),
-            GgmlType::Q4K => std::mem::size_of::<BlockQ4K>(),
-            GgmlType::Q6K => std::mem::size_of::<BlockQ6K>(),
-            GgmlType::Q8K => std::mem::size_of::<BlockQ8K>(),
+            GgmlType::F32 => size_of::<f32>(),
+            GgmlType::F16 | GgmlType::BF16 => size_of::<f16>(),
+            GgmlType::Q4_0 => Q4_0_BYTES,
+            GgmlType::Q4_1 => Q4_1_BYTES,
+            GgmlType::Q5_0 => Q5_0_BYTES,
+            GgmlType::Q8_0 => Q8_0_BYTES,
+            GgmlType::Q8_1 => Q8_1_BYTES,
+            GgmlType::Q4K => Q4_K_BYTES,
+            GgmlType::Q6K => Q6_K_BYTES,
+            GgmlType::Q8K => Q8_K_BYTES,
         }
     }
 
@@ -241,6 +246,71 @@ pub struct BlockQ8K {
     pub qs: [i8; QK_K],
     pub bsums: [i16; QK_K / 16],
 }
+
+// Bytes per block and the byte offset of each field, for kernels that work on raw block bytes
+// (`chunks_exact(Q4_0_BYTES)`, `&x[Q4_0_QS..]`). They are constants, so a chunk size is known at
+// compile time: that is what lets the compiler drop bounds checks and unroll the hot loops. The
+// scale `d` that opens every block but Q6_K's has no constant: kernels read it at the block's
+// start (asserted below); Q6_K's comes last, at `Q6_K_D`.
+
+pub const Q4_0_BYTES: usize = size_of::<BlockQ4_0>();
+pub const Q4_0_QS: usize = offset_of!(BlockQ4_0, qs);
+
+pub const Q4_1_BYTES: usize = size_of::<BlockQ4_1>();
+pub const Q4_1_M: usize = offset_of!(BlockQ4_1, m);
+pub const Q4_1_QS: usize = offset_of!(BlockQ4_1, qs);
+
+pub const Q5_0_BYTES: usize = size_of::<BlockQ5_0>();
+pub const Q5_0_QH: usize = offset_of!(BlockQ5_0, qh);
+pub const Q5_0_QS: usize = offset_of!(BlockQ5_0, qs);
+
+pub const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
+pub const Q8_0_QS: usize = offset_of!(BlockQ8_0, qs);
+
+pub const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
+pub const Q8_1_S: usize = offset_of!(BlockQ8_1, s);
+pub const Q8_1_QS: usize = offset_of!(BlockQ8_1, qs);
+
+pub const Q4_K_BYTES: usize = size_of::<BlockQ4K>();
+pub const Q4_K_DMIN: usize = offset_of!(BlockQ4K, dmin);
+pub const Q4_K_SCALES: usize = offset_of!(BlockQ4K, scales);
+pub const Q4_K_QS: usize = offset_of!(BlockQ4K, qs);
+
+pub const Q6_K_BYTES: usize = size_of::<BlockQ6K>();
+pub const Q6_K_QL: usize = offset_of!(BlockQ6K, ql);
+pub const Q6_K_QH: usize = offset_of!(BlockQ6K, qh);
+pub const Q6_K_SCALES: usize = offset_of!(BlockQ6K, scales);
+pub const Q6_K_D: usize = offset_of!(BlockQ6K, d);
+
+pub const Q8_K_BYTES: usize = size_of::<BlockQ8K>();
+pub const Q8_K_QS: usize = offset_of!(BlockQ8K, qs);
+pub const Q8_K_BSUMS: usize = offset_of!(BlockQ8K, bsums);
+
+// ggml's sizes (the static_asserts of ggml-common.h): GGUF files hold blocks of exactly these.
+const _: () = {
+    assert!(Q4_0_BYTES == 18);
+    assert!(Q4_1_BYTES == 20);
+    assert!(Q5_0_BYTES == 22);
+    assert!(Q8_0_BYTES == 34);
+    assert!(Q8_1_BYTES == 36);
+    assert!(Q4_K_BYTES == 144);
+    assert!(Q6_K_BYTES == 210);
+    assert!(Q8_K_BYTES == 292);
+};
+
+// The opening scale is at byte 0, and the last field ends the block (no padding under repr(C)).
+const _: () = {
+    assert!(offset_of!(BlockQ4_0, d) == 0 && Q4_0_QS + QK4_0 / 2 == Q4_0_BYTES);
+    assert!(offset_of!(BlockQ4_1, d) == 0 && Q4_1_QS + QK4_1 / 2 == Q4_1_BYTES);
+    assert!(offset_of!(BlockQ5_0, d) == 0 && Q5_0_QS + QK5_0 / 2 == Q5_0_BYTES);
+    assert!(offset_of!(BlockQ8_0, d) == 0 && Q8_0_QS + QK8_0 == Q8_0_BYTES);
+    assert!(offset_of!(BlockQ8_1, d) == 0 && Q8_1_QS + QK8_1 == Q8_1_BYTES);
+    assert!(offset_of!(BlockQ4K, d) == 0 && Q4_K_QS + QK_K / 2 == Q4_K_BYTES);
+    assert!(Q6_K_QL == 0 && Q6_K_D + size_of::<f16>() == Q6_K_BYTES);
+    assert!(
+        offset_of!(BlockQ8K, d) == 0 && Q8_K_BSUMS + size_of::<[i16; QK_K / 16]>() == Q8_K_BYTES
+    );
+};
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,12 @@
 //! write. The activation formats (Q8_0, Q8_1, Q8_K) are quantized the same way llama.cpp's
 //! reference does. These functions are the twins every SIMD version is tested against.
 
-use crate::formats::{GgmlType, QK_K};
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
+    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS, QK4_0,
+    QK4_1, QK5_0, QK8_0, QK8_1, QK_K,
+};
 use half::{bf16, f16};
 
 /// Exact f16 -> f32 with integer operations and one multiply. Used for block scales in every
@@ -39,6 +44,12 @@ pub(crate) fn put_f16(b: &mut [u8], v: f32) {
 #[inline(always)]
 pub(crate) fn f32_at(b: &[u8]) -> f32 {
     f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Reads the little-endian u32 at `b[0..4]` (Q5_0's fifth bits).
+#[inline(always)]
+pub(crate) fn u32_at(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// ggml's `nearest_int`: round half to even through the 1.5 * 2^23 trick (valid for |v| < 2^22).
@@ -181,10 +192,13 @@ fn signed_absmax(x: &[f32]) -> f32 {
 }
 
 fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q4_0_BYTES)
+        .zip(dst.chunks_exact_mut(QK4_0))
+    {
         let d = f16_at(b);
         for j in 0..16 {
-            let q = b[2 + j];
+            let q = b[Q4_0_QS + j];
             y[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
             y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
         }
@@ -192,24 +206,30 @@ fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
 }
 
 fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(18)) {
+    for (x, b) in src
+        .chunks_exact(QK4_0)
+        .zip(dst.chunks_exact_mut(Q4_0_BYTES))
+    {
         let d = signed_absmax(x) / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(b, d);
         for j in 0..16 {
             let q0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
             let q1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
-            b[2 + j] = q0 | (q1 << 4);
+            b[Q4_0_QS + j] = q0 | (q1 << 4);
         }
     }
 }
 
 fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q4_1_BYTES)
+        .zip(dst.chunks_exact_mut(QK4_1))
+    {
         let d = f16_at(b);
-        let m = f16_at(&b[2..]);
+        let m = f16_at(&b[Q4_1_M..]);
         for j in 0..16 {
-            let q = b[4 + j];
+            let q = b[Q4_1_QS + j];
             y[j] = (q & 0x0f) as f32 * d + m;
             y[j + 16] = (q >> 4) as f32 * d + m;
         }
@@ -217,7 +237,10 @@ fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
 }
 
 fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(20)) {
+    for (x, b) in src
+        .chunks_exact(QK4_1)
+        .zip(dst.chunks_exact_mut(Q4_1_BYTES))
+    {
         let mut min = f32::MAX;
         let mut max = -f32::MAX;
         for &v in x {
@@ -231,21 +254,24 @@ fn quantize_q4_1(src: &[f32], dst: &mut [u8]) {
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(b, d);
-        put_f16(&mut b[2..], min);
+        put_f16(&mut b[Q4_1_M..], min);
         for j in 0..16 {
             let q0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
             let q1 = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
-            b[4 + j] = q0 | (q1 << 4);
+            b[Q4_1_QS + j] = q0 | (q1 << 4);
         }
     }
 }
 
 fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q5_0_BYTES)
+        .zip(dst.chunks_exact_mut(QK5_0))
+    {
         let d = f16_at(b);
-        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qh = u32_at(&b[Q5_0_QH..]);
         for j in 0..16 {
-            let q = b[6 + j];
+            let q = b[Q5_0_QS + j];
             let h0 = (((qh >> j) << 4) & 0x10) as i32;
             let h1 = ((qh >> (j + 12)) & 0x10) as i32;
             y[j] = (((q & 0x0f) as i32 | h0) - 16) as f32 * d;
@@ -255,7 +281,10 @@ fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
 }
 
 fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(22)) {
+    for (x, b) in src
+        .chunks_exact(QK5_0)
+        .zip(dst.chunks_exact_mut(Q5_0_BYTES))
+    {
         let d = signed_absmax(x) / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(b, d);
@@ -263,46 +292,58 @@ fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
         for j in 0..16 {
             let q0 = ((x[j] * id + 16.5) as i8).min(31) as u8;
             let q1 = ((x[j + 16] * id + 16.5) as i8).min(31) as u8;
-            b[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+            b[Q5_0_QS + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
             qh |= (((q0 & 0x10) >> 4) as u32) << j;
             qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);
         }
-        b[2..6].copy_from_slice(&qh.to_le_bytes());
+        b[Q5_0_QH..Q5_0_QS].copy_from_slice(&qh.to_le_bytes());
     }
 }
 
 fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q8_0_BYTES)
+        .zip(dst.chunks_exact_mut(QK8_0))
+    {
         let d = f16_at(b);
         for j in 0..32 {
-            y[j] = (b[2 + j] as i8) as f32 * d;
+            y[j] = (b[Q8_0_QS + j] as i8) as f32 * d;
         }
     }
 }
 
 fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+    for (x, b) in src
+        .chunks_exact(QK8_0)
+        .zip(dst.chunks_exact_mut(Q8_0_BYTES))
+    {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(b, d);
         for j in 0..32 {
-            b[2 + j] = (x[j] * id).round() as i8 as u8;
+            b[Q8_0_QS + j] = (x[j] * id).round() as i8 as u8;
         }
     }
 }
 
 fn dequantize_q8_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(36).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q8_1_BYTES)
+        .zip(dst.chunks_exact_mut(QK8_1))
+    {
         let d = f16_at(b);
         for j in 0..32 {
-            y[j] = (b[4 + j] as i8) as f32 * d;
+            y[j] = (b[Q8_1_QS + j] as i8) as f32 * d;
         }
     }
 }
 
 fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+    for (x, b) in src
+        .chunks_exact(QK8_1)
+        .zip(dst.chunks_exact_mut(Q8_1_BYTES))
+    {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -310,10 +351,10 @@ fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
         let mut sum = 0i32;
         for j in 0..32 {
             let q = (x[j] * id).round() as i8;
-            b[4 + j] = q as u8;
+            b[Q8_1_QS + j] = q as u8;
             sum += q as i32;
         }
-        put_f16(&mut b[2..], sum as f32 * d);
+        put_f16(&mut b[Q8_1_S..], sum as f32 * d);
     }
 }
 
@@ -322,19 +363,25 @@ fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
 /// `quantize_q8_0` (ggml's reference quantizer, what llama-quantize writes); activations use this
 /// so that every 8-bit level agrees with llama.cpp's.
 pub(crate) fn quantize_q8_0_act(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+    for (x, b) in src
+        .chunks_exact(QK8_0)
+        .zip(dst.chunks_exact_mut(Q8_0_BYTES))
+    {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         put_f16(b, amax / 127.0);
         for j in 0..32 {
-            b[2 + j] = (x[j] * id).round_ties_even() as i8 as u8;
+            b[Q8_0_QS + j] = (x[j] * id).round_ties_even() as i8 as u8;
         }
     }
 }
 
 /// Q8_1 activations, as `quantize_q8_0_act`, with `s = d * sum(q)`.
 pub(crate) fn quantize_q8_1_act(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+    for (x, b) in src
+        .chunks_exact(QK8_1)
+        .zip(dst.chunks_exact_mut(Q8_1_BYTES))
+    {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -342,10 +389,10 @@ pub(crate) fn quantize_q8_1_act(src: &[f32], dst: &mut [u8]) {
         let mut sum = 0i32;
         for j in 0..32 {
             let q = (x[j] * id).round_ties_even() as i8;
-            b[4 + j] = q as u8;
+            b[Q8_1_QS + j] = q as u8;
             sum += q as i32;
         }
-        put_f16(&mut b[2..], d * sum as f32);
+        put_f16(&mut b[Q8_1_S..], d * sum as f32);
     }
 }
 
@@ -375,11 +422,11 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src.chunks_exact(Q4_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_at(b);
-        let min = f16_at(&b[2..]);
-        let scales = &b[4..16];
-        let qs = &b[16..144];
+        let min = f16_at(&b[Q4_K_DMIN..]);
+        let scales = &b[Q4_K_SCALES..Q4_K_QS];
+        let qs = &b[Q4_K_QS..Q4_K_BYTES];
         for (c, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
             let (sc, m) = scale_min_k4(2 * c, scales);
             let (d1, m1) = (d * sc as f32, min * m as f32);
@@ -478,7 +525,7 @@ fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
     let mut weights = [0f32; 32];
     let mut mins = [0f32; QK_K / 32];
     let mut scales = [0f32; QK_K / 32];
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(144)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q4_K_BYTES)) {
         let mut max_scale = 0.0f32;
         let mut max_min = 0.0f32;
         for j in 0..QK_K / 32 {
@@ -513,7 +560,7 @@ fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
             0.0
         };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-        let sc = &mut b[4..16];
+        let sc = &mut b[Q4_K_SCALES..Q4_K_QS];
         sc.fill(0);
         for j in 0..QK_K / 32 {
             // ggml stores nearest_int into a uint8_t before clamping: keep that wrap-around.
@@ -529,11 +576,11 @@ fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
             }
         }
         put_f16(b, max_scale / 63.0);
-        put_f16(&mut b[2..], max_min / 63.0);
+        put_f16(&mut b[Q4_K_DMIN..], max_min / 63.0);
         let d_all = f16_at(b);
-        let dmin_all = f16_at(&b[2..]);
+        let dmin_all = f16_at(&b[Q4_K_DMIN..]);
         for j in 0..QK_K / 32 {
-            let (s, m) = scale_min_k4(j, &b[4..16]);
+            let (s, m) = scale_min_k4(j, &b[Q4_K_SCALES..Q4_K_QS]);
             let d = d_all * s as f32;
             if d == 0.0 {
                 continue;
@@ -544,7 +591,7 @@ fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
                 levels[32 * j + ii] = q as u8;
             }
         }
-        let qs = &mut b[16..144];
+        let qs = &mut b[Q4_K_QS..Q4_K_BYTES];
         for (c, q) in qs.chunks_exact_mut(32).enumerate() {
             let j = 64 * c;
             for l in 0..32 {
@@ -555,12 +602,12 @@ fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
 }
 
 fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(QK_K)) {
-        let d = f16_at(&b[208..]);
+    for (b, y) in src.chunks_exact(Q6_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_at(&b[Q6_K_D..]);
         for h in 0..2 {
-            let ql = &b[64 * h..64 * h + 64];
-            let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-            let sc = &b[192 + 8 * h..192 + 8 * h + 8];
+            let ql = &b[Q6_K_QL + 64 * h..][..64];
+            let qh = &b[Q6_K_QH + 32 * h..][..32];
+            let sc = &b[Q6_K_SCALES + 8 * h..][..8];
             let y = &mut y[128 * h..128 * h + 128];
             for l in 0..32 {
                 let is = l / 16;
@@ -634,7 +681,7 @@ fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
 fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
     let mut levels = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(210)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q6_K_BYTES)) {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
@@ -654,13 +701,13 @@ fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             continue;
         }
         let iscale = -128.0 / max_scale;
-        put_f16(&mut b[208..], 1.0 / iscale);
+        put_f16(&mut b[Q6_K_D..], 1.0 / iscale);
         for ib in 0..QK_K / 16 {
-            b[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+            b[Q6_K_SCALES + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
         }
-        let d_all = f16_at(&b[208..]);
+        let d_all = f16_at(&b[Q6_K_D..]);
         for j in 0..QK_K / 16 {
-            let d = d_all * (b[192 + j] as i8) as f32;
+            let d = d_all * (b[Q6_K_SCALES + j] as i8) as f32;
             if d == 0.0 {
                 continue;
             }
@@ -673,9 +720,9 @@ fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             let j = 128 * h;
             for l in 0..32 {
                 let lv = |k: usize| levels[j + l + k] as u8;
-                b[64 * h + l] = (lv(0) & 0x0f) | ((lv(64) & 0x0f) << 4);
-                b[64 * h + l + 32] = (lv(32) & 0x0f) | ((lv(96) & 0x0f) << 4);
-                b[128 + 32 * h + l] = (lv(0) >> 4)
+                b[Q6_K_QL + 64 * h + l] = (lv(0) & 0x0f) | ((lv(64) & 0x0f) << 4);
+                b[Q6_K_QL + 64 * h + l + 32] = (lv(32) & 0x0f) | ((lv(96) & 0x0f) << 4);
+                b[Q6_K_QH + 32 * h + l] = (lv(0) >> 4)
                     | ((lv(32) >> 4) << 2)
                     | ((lv(64) >> 4) << 4)
                     | ((lv(96) >> 4) << 6);
@@ -685,16 +732,16 @@ fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
 }
 
 fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(292).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src.chunks_exact(Q8_K_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f32_at(b);
         for j in 0..QK_K {
-            y[j] = d * (b[4 + j] as i8) as f32;
+            y[j] = d * (b[Q8_K_QS + j] as i8) as f32;
         }
     }
 }
 
 fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
         let mut max = 0.0f32;
         let mut amax = 0.0f32;
         for &v in x {
@@ -709,16 +756,16 @@ fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
         }
         let iscale = -127.0 / max;
         for j in 0..QK_K {
-            b[4 + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
+            b[Q8_K_QS + j] = nearest_int(iscale * x[j]).min(127) as i8 as u8;
         }
         for j in 0..QK_K / 16 {
-            let sum: i32 = b[4 + 16 * j..4 + 16 * j + 16]
+            let sum: i32 = b[Q8_K_QS + 16 * j..][..16]
                 .iter()
                 .map(|&q| q as i8 as i32)
                 .sum();
-            b[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
+            b[Q8_K_BSUMS + 2 * j..][..2].copy_from_slice(&(sum as i16).to_le_bytes());
         }
-        b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        b[..Q8_K_QS].copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
 }
 

@@ -2,11 +2,12 @@
 //! dequantize / quantize output (fixtures made by tests/reference/make_dequant_fixtures.py),
 //! quantize -> dequantize error bounds, and vec_dot against a float dot of dequantized rows.
 
+use lckv_kernels::formats::{Q4_1_BYTES, Q4_1_M, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_S};
 use lckv_kernels::{dot, quant, GgmlType};
 use std::path::PathBuf;
 
 mod common;
-use common::Rng;
+use common::{paths, Rng};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -174,9 +175,9 @@ fn vec_dot_matches_dequantized_dot() {
             let got = dot::vec_dot(wty, n, &wq, &aq) as f64;
             let mut s_term = 0.0f64;
             if wty == GgmlType::Q4_1 {
-                for (wb, ab) in wq.chunks_exact(20).zip(aq.chunks_exact(36)) {
-                    let m = half::f16::from_le_bytes([wb[2], wb[3]]).to_f64();
-                    let s = half::f16::from_le_bytes([ab[2], ab[3]]).to_f64();
+                for (wb, ab) in wq.chunks_exact(Q4_1_BYTES).zip(aq.chunks_exact(Q8_1_BYTES)) {
+                    let m = half::f16::from_le_bytes([wb[Q4_1_M], wb[Q4_1_M + 1]]).to_f64();
+                    let s = half::f16::from_le_bytes([ab[Q8_1_S], ab[Q8_1_S + 1]]).to_f64();
                     s_term += (m * s).abs() / 2048.0;
                 }
             }
@@ -192,18 +193,18 @@ fn vec_dot_matches_dequantized_dot() {
 #[test]
 fn q8_0_hand_case() {
     let x: Vec<f32> = (1..=32).map(|i| i as f32).collect();
-    let mut q = vec![0u8; 34];
+    let mut q = vec![0u8; Q8_0_BYTES];
     quant::quantize_row(GgmlType::Q8_0, &x, &mut q);
     assert_eq!(
         half::f16::from_le_bytes([q[0], q[1]]),
         half::f16::from_f32(32.0 / 127.0)
     );
-    assert_eq!(q[2 + 31] as i8, 127);
+    assert_eq!(q[Q8_0_QS + 31] as i8, 127);
     // 16 * 127 / 32 = 63.5 rounds away from zero.
-    assert_eq!(q[2 + 15] as i8, 64);
+    assert_eq!(q[Q8_0_QS + 15] as i8, 64);
     // dot with itself: sum(q^2) * d^2
     let d = half::f16::from_f32(32.0 / 127.0).to_f32();
-    let sumi: i32 = q[2..].iter().map(|&v| (v as i8 as i32).pow(2)).sum();
+    let sumi: i32 = q[Q8_0_QS..].iter().map(|&v| (v as i8 as i32).pow(2)).sum();
     assert_eq!(
         dot::vec_dot(GgmlType::Q8_0, 32, &q, &q),
         sumi as f32 * (d * d)
@@ -212,13 +213,10 @@ fn q8_0_hand_case() {
 
 /// quantize_row reproduces ggml's `quantize_row_*_ref` bytes exactly (fixtures compiled from
 /// ggml-quants.c by tests/reference/make_quant_fixtures.py), on the scalar path and on every
-/// kernel path this CPU supports (their activation quantizers must agree too).
+/// kernel path this CPU supports (`common::paths()`; their activation quantizers must agree too).
 #[test]
 fn quantize_bytes_match_ggml_reference() {
-    let paths: Vec<_> = lckv_kernels::KernelPath::ALL
-        .into_iter()
-        .filter_map(|p| lckv_kernels::select(Some(p)).ok())
-        .collect();
+    let paths = paths();
     for name in [
         "q4_0", "q4_1", "q5_0", "q8_0", "q8_1", "q4_K", "q6_K", "q8_K",
     ] {

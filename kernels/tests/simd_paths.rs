@@ -1,29 +1,16 @@
 //! Every kernel path this CPU supports, checked against the scalar reference on random inputs:
 //! quantizers byte for byte, dequantizers exactly, dots within a stated tolerance (only the
-//! order of f32 additions may differ), and matmul / attend against loops of scalar calls.
+//! order of f32 additions may differ), and matmul / attend against loops of scalar calls. The
+//! paths come from `common::paths()`, which fails when `LCKV_REQUIRE_PATHS` names one this
+//! machine does not run.
 
 mod common;
-use common::Rng;
+use common::{paths, Rng};
+use lckv_kernels::formats::{Q4_1_M, Q4_K_DMIN, Q6_K_D};
 use lckv_kernels::{
     attention, dot, quant, select, AttnQuery, GgmlType, KernelPath, KvLayout, KvView,
     OwnedAttnScratch,
 };
-
-fn paths() -> Vec<lckv_kernels::Kernels> {
-    let ps: Vec<_> = KernelPath::ALL
-        .into_iter()
-        .filter_map(|p| select(Some(p)).ok())
-        .collect();
-    assert!(
-        ps.iter().any(|k| k.path() == KernelPath::Scalar),
-        "scalar path must always exist"
-    );
-    eprintln!(
-        "testing paths: {:?}",
-        ps.iter().map(|k| k.path().name()).collect::<Vec<_>>()
-    );
-    ps
-}
 
 /// Element counts to try for `ty`: several block counts; float types also get tails that are
 /// not a multiple of the SIMD width.
@@ -52,10 +39,16 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
             let r = rng.bytes(ts);
             blk.copy_from_slice(&r);
             let d = half::f16::from_f32(0.01 + rng.next_f32().abs() * 0.1).to_le_bytes();
-            let at = if ty == GgmlType::Q6K { 208 } else { 0 };
+            let at = if ty == GgmlType::Q6K { Q6_K_D } else { 0 };
             blk[at..at + 2].copy_from_slice(&d);
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K) {
-                blk[2..4].copy_from_slice(&half::f16::from_f32(0.05).to_le_bytes());
+            // The second f16 (Q4_1's min, Q4_K's dmin).
+            let m = match ty {
+                GgmlType::Q4_1 => Some(Q4_1_M),
+                GgmlType::Q4K => Some(Q4_K_DMIN),
+                _ => None,
+            };
+            if let Some(m) = m {
+                blk[m..m + 2].copy_from_slice(&half::f16::from_f32(0.05).to_le_bytes());
             }
         }
     }
@@ -381,4 +374,35 @@ fn unsupported_or_unknown_paths_are_errors() {
     assert_eq!(KernelPath::Avx512.to_string(), "avx512");
     // The default choice is one of the supported paths.
     assert!(lckv_kernels::kernels().path().cpu_supports());
+}
+
+/// `LCKV_REQUIRE_PATHS` passes for what this machine runs, and fails, naming it, for a path or
+/// feature it lacks and for a name that is neither.
+#[test]
+fn required_paths_name_what_is_missing() {
+    let ps: Vec<_> = KernelPath::ALL
+        .into_iter()
+        .filter_map(|p| select(Some(p)).ok())
+        .collect();
+    let mut have: Vec<String> = ps.iter().map(|k| k.path().name().to_string()).collect();
+    have.extend(
+        ps.iter()
+            .flat_map(|k| k.features().iter().map(|f| f.to_string())),
+    );
+    assert_eq!(common::check_required(&ps, &have.join(",")), Ok(()));
+    assert_eq!(common::check_required(&ps, " , "), Ok(()));
+    // A path this CPU lacks (there is always one: x86 has no NEON, aarch64 no AVX2).
+    let lacking = KernelPath::ALL
+        .into_iter()
+        .find(|p| !ps.iter().any(|k| k.path() == *p))
+        .unwrap();
+    let e = common::check_required(&ps, &format!("scalar,{lacking}")).unwrap_err();
+    assert!(e.contains(&format!("missing here: {lacking};")), "{e}");
+    // A feature is missing when no table holds its kernels (its path may exist without it).
+    for f in lckv_kernels::dispatch::KernelFeature::ALL {
+        let held = ps.iter().any(|k| k.features().contains(&f));
+        assert_eq!(common::check_required(&ps, f.name()).is_ok(), held, "{f}");
+    }
+    let e = common::check_required(&ps, "scalar,avx3").unwrap_err();
+    assert!(e.contains("\"avx3\"") && e.contains("avx512-vnni"), "{e}");
 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use half::{bf16, f16};
+use lckv_kernels::formats::{Q8_0_BYTES, Q8_0_QS};
 
 fn fixture_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gguf_fixture.gguf")
@@ -95,7 +96,7 @@ fn python_fixture_tensors() {
         (&[32usize, 2][..], GgmlType::Q8_0)
     );
     let d = f.tensor_data(t);
-    for (b, block) in d.chunks(34).enumerate() {
+    for (b, block) in d.chunks(Q8_0_BYTES).enumerate() {
         let scale = f16::from_le_bytes([block[0], block[1]]).to_f32();
         let amax = (0..32).map(|j| ramp(b * 32 + j).abs()).fold(0.0, f32::max);
         assert!(
@@ -105,7 +106,7 @@ fn python_fixture_tensors() {
         // Error bound: half a step plus the f16 rounding of the scale times the largest quant.
         let tol = amax / 127.0 * 0.5 + 127.0 * (scale - amax / 127.0).abs() + 1e-6;
         for j in 0..32 {
-            let x = scale * (block[2 + j] as i8) as f32;
+            let x = scale * (block[Q8_0_QS + j] as i8) as f32;
             assert!(
                 (x - ramp(b * 32 + j)).abs() <= tol,
                 "block {b} elem {j}: {x}"

@@ -1,6 +1,7 @@
 //! Writer -> reader round trips, typed getters, tensor views and the writer's own checks.
 
 use super::*;
+use lckv_kernels::formats::Q8_0_BYTES;
 
 #[test]
 fn every_value_type_and_tensor_type_round_trips() {
@@ -140,7 +141,7 @@ fn tensor_f32_is_a_zero_copy_view() {
         vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
     .unwrap();
-    w.add_tensor("q", GgmlType::Q8_0, &[32], vec![0; 34])
+    w.add_tensor("q", GgmlType::Q8_0, &[32], vec![0; Q8_0_BYTES])
         .unwrap();
     let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
     let view = f.tensor_f32("w").unwrap();

@@ -6,7 +6,11 @@
 //! detecting neon (and dotprod); the safe wrappers rely on that.
 
 use crate::dot::VecDotFn;
-use crate::formats::GgmlType;
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
+    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
 use crate::quant::{f16_at, f32_at, scale_min_k4};
 use std::arch::aarch64::*;
 
@@ -175,12 +179,17 @@ unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
 
 #[inline(always)]
 unsafe fn q4_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: every load reads inside one block: 16 nibble bytes at 2 of 18, 32 quants at 2 of 34.
+    // SAFETY: every load reads inside one block: 16 nibble bytes at QS of a Q4_0 block, 32 quants
+    // at QS of a Q8_0 block.
     unsafe {
         let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-            let (lo, hi) = nibbles(&x[2..], 8);
-            let s = D::dot(D::dot(vdupq_n_s32(0), lo, lds(&y[2..])), hi, lds(&y[18..]));
+        for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+            let (lo, hi) = nibbles(&x[Q4_0_QS..], 8);
+            let s = D::dot(
+                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
+                hi,
+                lds(&y[Q8_0_QS + 16..]),
+            );
             acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
         }
         vaddvq_f32(acc)
@@ -189,15 +198,19 @@ unsafe fn q4_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline(always)]
 unsafe fn q4_1<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at 4 of each 20-byte block, 32 quants at 4 of each 36-byte block.
+    // SAFETY: 16 nibble bytes at QS of each Q4_1 block, 32 quants at QS of each Q8_1 block.
     unsafe {
         let mut acc = vdupq_n_f32(0.0);
         let mut mins = 0.0f32;
-        for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
-            let (lo, hi) = nibbles(&x[4..], 0);
-            let s = D::dot(D::dot(vdupq_n_s32(0), lo, lds(&y[4..])), hi, lds(&y[20..]));
+        for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
+            let (lo, hi) = nibbles(&x[Q4_1_QS..], 0);
+            let s = D::dot(
+                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_1_QS..])),
+                hi,
+                lds(&y[Q8_1_QS + 16..]),
+            );
             acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-            mins += f16_at(&x[2..]) * f16_at(&y[2..]);
+            mins += f16_at(&x[Q4_1_M..]) * f16_at(&y[Q8_1_S..]);
         }
         vaddvq_f32(acc) + mins
     }
@@ -217,15 +230,20 @@ unsafe fn bits16(b0: u8, b1: u8) -> int8x16_t {
 
 #[inline(always)]
 unsafe fn q5_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at 6 of each 22-byte block, 32 quants at 2 of each 34-byte block.
+    // SAFETY: 16 nibble bytes at QS of each Q5_0 block, 32 quants at QS of each Q8_0 block.
     unsafe {
         let mut acc = vdupq_n_f32(0.0);
         let sixteen = vdupq_n_s8(16);
-        for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
-            let (lo, hi) = nibbles(&x[6..], 0);
-            let lo = vsubq_s8(vorrq_s8(lo, bits16(x[2], x[3])), sixteen);
-            let hi = vsubq_s8(vorrq_s8(hi, bits16(x[4], x[5])), sixteen);
-            let s = D::dot(D::dot(vdupq_n_s32(0), lo, lds(&y[2..])), hi, lds(&y[18..]));
+        for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+            let (lo, hi) = nibbles(&x[Q5_0_QS..], 0);
+            let qh = &x[Q5_0_QH..];
+            let lo = vsubq_s8(vorrq_s8(lo, bits16(qh[0], qh[1])), sixteen);
+            let hi = vsubq_s8(vorrq_s8(hi, bits16(qh[2], qh[3])), sixteen);
+            let s = D::dot(
+                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
+                hi,
+                lds(&y[Q8_0_QS + 16..]),
+            );
             acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
         }
         vaddvq_f32(acc)
@@ -234,14 +252,14 @@ unsafe fn q5_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline(always)]
 unsafe fn q8_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 32 quants at 2 of each 34-byte block.
+    // SAFETY: 32 quants at QS of each Q8_0 block.
     unsafe {
         let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+        for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
             let s = D::dot(
-                D::dot(vdupq_n_s32(0), lds(&x[2..]), lds(&y[2..])),
-                lds(&x[18..]),
-                lds(&y[18..]),
+                D::dot(vdupq_n_s32(0), lds(&x[Q8_0_QS..]), lds(&y[Q8_0_QS..])),
+                lds(&x[Q8_0_QS + 16..]),
+                lds(&y[Q8_0_QS + 16..]),
             );
             acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
         }
@@ -251,25 +269,26 @@ unsafe fn q8_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline(always)]
 fn bsum(y: &[u8], k: usize) -> i32 {
-    i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
+    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * k], y[Q8_K_BSUMS + 2 * k + 1]]) as i32
 }
 
 #[inline(always)]
 unsafe fn q4_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: quant bytes 16..144 of each 144-byte block, activation quants 4..260 of each
-    // 292-byte Q8_K block; every 16-byte load starts at least 16 bytes before those ends.
+    // SAFETY: quant bytes QS.. of each Q4_K block, activation quants QS..BSUMS of each Q8_K
+    // block; every 16-byte load starts at least 16 bytes before those ends.
     unsafe {
         let mut sumf = 0.0f32;
-        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
             let mut sumi = 0i32;
             let mut summ = 0i32;
             for c in 0..4 {
-                let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
-                let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+                let scales = &x[Q4_K_SCALES..Q4_K_QS];
+                let (sc0, m0) = scale_min_k4(2 * c, scales);
+                let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
                 summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
                     + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
-                let q = 16 + 32 * c;
-                let yq = 4 + 64 * c;
+                let q = Q4_K_QS + 32 * c;
+                let yq = Q8_K_QS + 64 * c;
                 let (lo0, hi0) = nibbles(&x[q..], 0);
                 let (lo1, hi1) = nibbles(&x[q + 16..], 0);
                 let s0 = D::dot(
@@ -285,7 +304,7 @@ unsafe fn q4_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi += sc0 as i32 * vaddvq_s32(s0) + sc1 as i32 * vaddvq_s32(s1);
             }
             let dy = f32_at(y);
-            sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[2..]) * dy * summ as f32;
+            sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[Q4_K_DMIN..]) * dy * summ as f32;
         }
         sumf
     }
@@ -293,22 +312,22 @@ unsafe fn q4_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline(always)]
 unsafe fn q6_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: ql at 0..128, qh at 128..192 of each 210-byte block; activation quants 4..260 of
-    // each 292-byte Q8_K block; every 16-byte load lies inside those ranges.
+    // SAFETY: ql at QL..QH, qh at QH..SCALES of each Q6_K block; activation quants QS..BSUMS of
+    // each Q8_K block; every 16-byte load lies inside those ranges.
     unsafe {
         let mut sumf = 0.0f32;
         let m4 = vdupq_n_u8(0x0f);
         let m3 = vdupq_n_u8(0x03);
         let off = vdupq_n_s8(32);
-        for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+        for (x, y) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
             let mut sumi = 0i32;
             for h in 0..2 {
                 // Two 16-element groups per 32 lanes of l: g = 0 for l < 16, 1 for l >= 16.
                 for g in 0..2 {
                     let l = 16 * g;
-                    let ql0 = ld(&x[64 * h + l..]);
-                    let ql1 = ld(&x[64 * h + 32 + l..]);
-                    let qh = ld(&x[128 + 32 * h + l..]);
+                    let ql0 = ld(&x[Q6_K_QL + 64 * h + l..]);
+                    let ql1 = ld(&x[Q6_K_QL + 64 * h + 32 + l..]);
+                    let qh = ld(&x[Q6_K_QH + 32 * h + l..]);
                     let hb = |s: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(s, m3));
                     let q = [
                         vorrq_u8(vandq_u8(ql0, m4), hb(qh)),
@@ -318,13 +337,13 @@ unsafe fn q6_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
                     ];
                     for (k, &qk) in q.iter().enumerate() {
                         let qs = vsubq_s8(vreinterpretq_s8_u8(qk), off);
-                        let yk = lds(&y[4 + 128 * h + 32 * k + l..]);
+                        let yk = lds(&y[Q8_K_QS + 128 * h + 32 * k + l..]);
                         let s = vaddvq_s32(D::dot(vdupq_n_s32(0), qs, yk));
-                        sumi += (x[192 + 8 * h + 2 * k + g] as i8) as i32 * s;
+                        sumi += (x[Q6_K_SCALES + 8 * h + 2 * k + g] as i8) as i32 * s;
                     }
                 }
             }
-            sumf += f16_at(&x[208..]) * f32_at(y) * sumi as f32;
+            sumf += f16_at(&x[Q6_K_D..]) * f32_at(y) * sumi as f32;
         }
         sumf
     }

@@ -10,7 +10,12 @@
 
 use crate::attention::{attend_with, AttendFn, AttnFns, AttnQuery};
 use crate::dot::{Dot4Fn, VecDotFn};
-use crate::formats::{GgmlType, QK_K};
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
+    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
+    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS, QK8_0,
+    QK8_1, QK_K,
+};
 use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, DequantFn, QuantFn};
 use crate::AttnScratch;
 use std::arch::x86_64::*;
@@ -269,8 +274,8 @@ pub(super) unsafe fn dot_f16_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prep_q4_0(x: &[u8]) -> __m256i {
-    // SAFETY: the block holds 16 nibble bytes at 2.
-    _mm256_sub_epi8(unsafe { nibbles(&x[2..]) }, _mm256_set1_epi8(8))
+    // SAFETY: the block holds 16 nibble bytes at QS.
+    _mm256_sub_epi8(unsafe { nibbles(&x[Q4_0_QS..]) }, _mm256_set1_epi8(8))
 }
 
 /// One block of a weight format with its f16 scale first and signed byte quants `qx` (from
@@ -279,8 +284,8 @@ pub(super) unsafe fn prep_q4_0(x: &[u8]) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q8_0_with(qx: __m256i, x: &[u8], y: &[u8], acc: __m256) -> __m256 {
     let d = _mm256_set1_ps(hmul(x, y));
-    // SAFETY: the Q8_0 block holds 32 quants at 2.
-    let qy = unsafe { load32(&y[2..]) };
+    // SAFETY: the Q8_0 block holds 32 quants at QS.
+    let qy = unsafe { load32(&y[Q8_0_QS..]) };
     _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
 }
 
@@ -296,8 +301,8 @@ pub(super) unsafe fn block_q4_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prep_q4_1(x: &[u8]) -> __m256i {
-    // SAFETY: the block holds 16 nibble bytes at 4.
-    unsafe { nibbles(&x[4..]) }
+    // SAFETY: the block holds 16 nibble bytes at QS.
+    unsafe { nibbles(&x[Q4_1_QS..]) }
 }
 
 /// One Q4_1 x Q8_1 block into `acc`, its min term into `mins`.
@@ -305,9 +310,9 @@ pub(super) unsafe fn prep_q4_1(x: &[u8]) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q4_1(x: &[u8], y: &[u8], acc: __m256, mins: &mut f32) -> __m256 {
     let d = _mm256_set1_ps(hmul(x, y));
-    *mins += hmul(&x[2..], &y[2..]);
-    // SAFETY: x is a whole Q4_1 block; the Q8_1 block holds 32 quants at 4.
-    let (qx, qy) = unsafe { (prep_q4_1(x), load32(&y[4..])) };
+    *mins += hmul(&x[Q4_1_M..], &y[Q8_1_S..]);
+    // SAFETY: x is a whole Q4_1 block; the Q8_1 block holds 32 quants at QS.
+    let (qx, qy) = unsafe { (prep_q4_1(x), load32(&y[Q8_1_QS..])) };
     _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
 }
 
@@ -315,9 +320,9 @@ pub(super) unsafe fn block_q4_1(x: &[u8], y: &[u8], acc: __m256, mins: &mut f32)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prep_q5_0(x: &[u8]) -> __m256i {
-    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-    // SAFETY: the block holds 16 nibble bytes at 6.
-    let qx = unsafe { nibbles(&x[6..]) };
+    let qh = crate::quant::u32_at(&x[Q5_0_QH..]);
+    // SAFETY: the block holds 16 nibble bytes at QS.
+    let qx = unsafe { nibbles(&x[Q5_0_QS..]) };
     _mm256_sub_epi8(_mm256_or_si256(qx, bits_to_0x10(qh)), _mm256_set1_epi8(16))
 }
 
@@ -333,15 +338,15 @@ pub(super) unsafe fn block_q5_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn prep_q8_0(x: &[u8]) -> __m256i {
-    // SAFETY: the block holds 32 quants at 2.
-    unsafe { load32(&x[2..]) }
+    // SAFETY: the block holds 32 quants at QS.
+    unsafe { load32(&x[Q8_0_QS..]) }
 }
 
 /// One Q8_0 x Q8_0 block into `acc`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn block_q8_0(x: &[u8], y: &[u8], acc: __m256) -> __m256 {
-    // SAFETY: both blocks hold 32 quants at 2.
+    // SAFETY: both blocks hold 32 quants at QS.
     unsafe { block_q8_0_with(prep_q8_0(x), x, y, acc) }
 }
 
@@ -427,10 +432,10 @@ macro_rules! dot4_kernels {
 }
 
 dot4_kernels! {
-    dot4_q4_0_impl: (18, 34, 2), false, prep_q4_0, dot_i8;
-    dot4_q4_1_impl: (20, 36, 4), true, prep_q4_1, dot_u8_i8;
-    dot4_q5_0_impl: (22, 34, 2), false, prep_q5_0, dot_i8;
-    dot4_q8_0_impl: (34, 34, 2), false, prep_q8_0, dot_i8;
+    dot4_q4_0_impl: (Q4_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q4_0, dot_i8;
+    dot4_q4_1_impl: (Q4_1_BYTES, Q8_1_BYTES, Q8_1_QS), true, prep_q4_1, dot_u8_i8;
+    dot4_q5_0_impl: (Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q5_0, dot_i8;
+    dot4_q8_0_impl: (Q8_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q8_0, dot_i8;
 }
 
 macro_rules! safe_dot4 {
@@ -456,19 +461,21 @@ unsafe fn dot4_q4_0_rows8_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
     let eight = _mm256_set1_epi8(8);
     let ahead_rows = rows_ahead(w_row, 4);
     let mut acc = _mm_setzero_ps();
-    for (i, y) in a.chunks_exact(34).enumerate() {
-        // SAFETY: the Q8_0 block holds 32 quants at 2.
-        let qy = unsafe { load32(&y[2..]) };
+    for (i, y) in a.chunks_exact(Q8_0_BYTES).enumerate() {
+        // SAFETY: the Q8_0 block holds 32 quants at QS.
+        let qy = unsafe { load32(&y[Q8_0_QS..]) };
         let dy = h2f(y);
         let mut s = [_mm256_setzero_si256(); 4];
         let mut d = [0f32; 4];
         for (r, (s, d)) in s.iter_mut().zip(d.iter_mut()).enumerate() {
             // As in dot4_with: the same place in the next four rows, ahead of the prefetcher.
-            let ahead = w.as_ptr().wrapping_add((r + ahead_rows) * w_row + i * 18);
+            let ahead = w
+                .as_ptr()
+                .wrapping_add((r + ahead_rows) * w_row + i * Q4_0_BYTES);
             _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            let x = &w[r * w_row + i * 18..][..18];
-            // SAFETY: the block holds 16 nibble bytes at 2.
-            let qx = unsafe { nibbles(&x[2..]) };
+            let x = &w[r * w_row + i * Q4_0_BYTES..][..Q4_0_BYTES];
+            // SAFETY: the block holds 16 nibble bytes at QS.
+            let qx = unsafe { nibbles(&x[Q4_0_QS..]) };
             *s = dot_i8(_mm256_sub_epi8(qx, eight), qy);
             *d = h2f(x) * dy;
         }
@@ -505,7 +512,7 @@ pub(crate) fn install_dot4(dot4: &mut [Option<Dot4Fn>; 11], dot4_rows8: &mut [Op
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         // SAFETY: this fn has the features block_q4_0 needs; the chunks are whole blocks.
         acc = unsafe { block_q4_0(x, y, acc) };
     }
@@ -516,7 +523,7 @@ pub(super) unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
-    for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+    for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
         // SAFETY: this fn has the features block_q4_1 needs; the chunks are whole blocks.
         acc = unsafe { block_q4_1(x, y, acc, &mut mins) };
     }
@@ -544,7 +551,7 @@ fn bits_to_0x10(qh: u32) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         // SAFETY: this fn has the features block_q5_0 needs; the chunks are whole blocks.
         acc = unsafe { block_q5_0(x, y, acc) };
     }
@@ -554,7 +561,7 @@ pub(super) unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+    for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
         // SAFETY: this fn has the features block_q8_0 needs; the chunks are whole blocks.
         acc = unsafe { block_q8_0(x, y, acc) };
     }
@@ -563,14 +570,14 @@ pub(super) unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline]
 pub(super) fn bsum(y: &[u8], k: usize) -> i32 {
-    i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
+    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * k], y[Q8_K_BSUMS + 2 * k + 1]]) as i32
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = [0f32; 4];
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
         let (sumi, summ) = unsafe { q4_k_isums(x, y) };
         acc = q4_k_block_sums(x, y, sumi, summ, acc, &mut acc_m);
@@ -607,17 +614,18 @@ unsafe fn q4_k_isums_with(x: &[u8], y: &[u8], mut chunk: impl FnMut(usize, __m25
     let m4 = _mm256_set1_epi8(0x0f);
     let mut summ = [0i32; 4];
     for (c, sm) in summ.iter_mut().enumerate() {
-        let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
-        let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+        let scales = &x[Q4_K_SCALES..Q4_K_QS];
+        let (sc0, m0) = scale_min_k4(2 * c, scales);
+        let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
         *sm = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
             + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
-        // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; 64 quants at 4 + 64c of
-        // the 292-byte Q8_K block.
+        // SAFETY: 32 quant bytes at QS + 32c of the Q4_K block; 64 quants at QS + 64c of the
+        // Q8_K block.
         let (q, y0, y1) = unsafe {
             (
-                load32(&x[16 + 32 * c..]),
-                load32(&y[4 + 64 * c..]),
-                load32(&y[36 + 64 * c..]),
+                load32(&x[Q4_K_QS + 32 * c..]),
+                load32(&y[Q8_K_QS + 64 * c..]),
+                load32(&y[Q8_K_QS + 32 + 64 * c..]),
             )
         };
         let lo = _mm256_and_si256(q, m4);
@@ -634,9 +642,9 @@ unsafe fn q4_k_isums_with(x: &[u8], y: &[u8], mut chunk: impl FnMut(usize, __m25
 unsafe fn dot_q4_0_rows8_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let eight = _mm256_set1_epi8(8);
     let mut acc = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        // SAFETY: the block holds 16 nibble bytes at 2 and the Q8_0 block 32 quants at 2.
-        let (qx, qy) = unsafe { (nibbles(&x[2..]), load32(&y[2..])) };
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        // SAFETY: the block holds 16 nibble bytes at QS and the Q8_0 block 32 quants at QS.
+        let (qx, qy) = unsafe { (nibbles(&x[Q4_0_QS..]), load32(&y[Q8_0_QS..])) };
         let s = hsum_epi32(dot_i8(_mm256_sub_epi8(qx, eight), qy));
         acc = (s as f32).mul_add(hmul(x, y), acc);
     }
@@ -647,13 +655,13 @@ unsafe fn dot_q4_0_rows8_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_k_rows8_gemm_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
         let (chunks, summ) = unsafe { q4_k_chunk_isums(x, y) };
         let dy = f32_at(y);
         for c in 0..4 {
             acc = (chunks[c] as f32).mul_add(h2f(x) * dy, acc);
-            acc_m = (summ[c] as f32).mul_add(h2f(&x[2..]) * dy, acc_m);
+            acc_m = (summ[c] as f32).mul_add(h2f(&x[Q4_K_DMIN..]) * dy, acc_m);
         }
     }
     acc - acc_m
@@ -663,13 +671,13 @@ unsafe fn dot_q4_k_rows8_gemm_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_k_rows8_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         // SAFETY: this fn has the features q4_k_isums needs; the chunks are whole blocks.
         let (sumi, summ) = unsafe { q4_k_isums(x, y) };
         let dy = f32_at(y);
         acc = (hsum_epi32(sumi) as f32).mul_add(h2f(x) * dy, acc);
         let m: i32 = summ.iter().sum();
-        acc_m = (m as f32).mul_add(h2f(&x[2..]) * dy, acc_m);
+        acc_m = (m as f32).mul_add(h2f(&x[Q4_K_DMIN..]) * dy, acc_m);
     }
     acc - acc_m
 }
@@ -687,7 +695,7 @@ pub(super) fn q4_k_block_sums(
     acc_m: &mut [f32; 4],
 ) -> __m256 {
     let dy = f32_at(y);
-    let dmin = -dy * h2f(&x[2..]);
+    let dmin = -dy * h2f(&x[Q4_K_DMIN..]);
     for (m, s) in acc_m.iter_mut().zip(summ) {
         *m = dmin.mul_add(s as f32, *m);
     }
@@ -706,18 +714,18 @@ pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let d = h2f(&x[208..]) * f32_at(y);
-        let sc = |k: usize| x[192 + k] as i8 as i16;
+    for (x, y) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let d = h2f(&x[Q6_K_D..]) * f32_at(y);
+        let sc = |k: usize| x[Q6_K_SCALES + k] as i8 as i16;
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
-            // SAFETY: ql has 64 bytes at 64h, qh 32 bytes at 128 + 32h; the Q8_K block has 128
-            // quants at 4 + 128h.
+            // SAFETY: ql has 64 bytes at QL + 64h, qh 32 bytes at QH + 32h; the Q8_K block has
+            // 128 quants at QS + 128h.
             let (ql0, ql1, qh) = unsafe {
                 (
-                    load32(&x[64 * h..]),
-                    load32(&x[64 * h + 32..]),
-                    load32(&x[128 + 32 * h..]),
+                    load32(&x[Q6_K_QL + 64 * h..]),
+                    load32(&x[Q6_K_QL + 64 * h + 32..]),
+                    load32(&x[Q6_K_QH + 32 * h..]),
                 )
             };
             let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
@@ -734,8 +742,8 @@ pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
                 ),
             ];
             for (k, &qk) in q.iter().enumerate() {
-                // SAFETY: 32 quants at 4 + 128h + 32k lie inside the 292-byte block.
-                let yk = unsafe { load32(&y[4 + 128 * h + 32 * k..]) };
+                // SAFETY: 32 quants at QS + 128h + 32k lie inside the Q8_K block.
+                let yk = unsafe { load32(&y[Q8_K_QS + 128 * h + 32 * k..]) };
                 let s = 8 * h + 2 * k;
                 let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), scales);
@@ -753,7 +761,7 @@ pub(super) unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn q6_k_block_sums(x: &[u8], y: &[u8], d: f32, sumi: __m256i, acc: __m256) -> __m256 {
-    let sc = |k: usize| x[192 + k] as i8 as i32;
+    let sc = |k: usize| x[Q6_K_SCALES + k] as i8 as i32;
     let corr: [i32; 8] = std::array::from_fn(|k| {
         32 * (sc(2 * k) * bsum(y, 2 * k) + sc(2 * k + 1) * bsum(y, 2 * k + 1))
     });
@@ -817,18 +825,24 @@ unsafe fn q8_block(x: &[f32]) -> (f32, [__m256i; 4]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8_0_impl(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+    for (x, b) in src
+        .chunks_exact(QK8_0)
+        .zip(dst.chunks_exact_mut(Q8_0_BYTES))
+    {
         // SAFETY: x is a 32-element chunk.
         let (d, q) = unsafe { q8_block(x) };
         put_h(b, d);
-        // SAFETY: the 34-byte block has 32 bytes at 2.
-        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(2) as *mut __m256i, pack_i8(q)) };
+        // SAFETY: the Q8_0 block has 32 bytes at QS.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(Q8_0_QS) as *mut __m256i, pack_i8(q)) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8_1_impl(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+    for (x, b) in src
+        .chunks_exact(QK8_1)
+        .zip(dst.chunks_exact_mut(Q8_1_BYTES))
+    {
         // SAFETY: x is a 32-element chunk.
         let (d, q) = unsafe { q8_block(x) };
         let sum = hsum_epi32(_mm256_add_epi32(
@@ -836,15 +850,15 @@ unsafe fn quantize_q8_1_impl(src: &[f32], dst: &mut [u8]) {
             _mm256_add_epi32(q[2], q[3]),
         ));
         put_h(b, d);
-        put_h(&mut b[2..], d * sum as f32);
-        // SAFETY: the 36-byte block has 32 bytes at 4.
-        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(4) as *mut __m256i, pack_i8(q)) };
+        put_h(&mut b[Q8_1_S..], d * sum as f32);
+        // SAFETY: the Q8_1 block has 32 bytes at QS.
+        unsafe { _mm256_storeu_si256(b.as_mut_ptr().add(Q8_1_QS) as *mut __m256i, pack_i8(q)) };
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8_k_impl(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(292)) {
+    for (x, b) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
         let mut amax = 0.0f32;
         for c in x.chunks_exact(32) {
             // SAFETY: c is a 32-element chunk.
@@ -871,14 +885,16 @@ unsafe fn quantize_q8_k_impl(src: &[f32], dst: &mut [u8]) {
             // bsums of the two 16-element groups of this chunk.
             for g in 0..2 {
                 let s = hsum_epi32(_mm256_add_epi32(q[2 * g], q[2 * g + 1]));
-                b[260 + 4 * k + 2 * g..262 + 4 * k + 2 * g]
-                    .copy_from_slice(&(s as i16).to_le_bytes());
+                b[Q8_K_BSUMS + 4 * k + 2 * g..][..2].copy_from_slice(&(s as i16).to_le_bytes());
             }
-            // SAFETY: the 292-byte block has 256 quant bytes at 4; chunk k covers 4 + 32k..+32.
+            // SAFETY: the Q8_K block has 256 quant bytes at QS; chunk k covers QS + 32k..+32.
             unsafe {
-                _mm256_storeu_si256(b.as_mut_ptr().add(4 + 32 * k) as *mut __m256i, pack_i8(q))
+                _mm256_storeu_si256(
+                    b.as_mut_ptr().add(Q8_K_QS + 32 * k) as *mut __m256i,
+                    pack_i8(q),
+                )
             };
         }
-        b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        b[..Q8_K_QS].copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
 }

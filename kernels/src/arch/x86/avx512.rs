@@ -8,8 +8,12 @@
 
 use super::avx2::{self, hmul};
 use crate::dot::{Dot4Fn, VecDotFn};
-use crate::formats::GgmlType;
-use crate::quant::{f16_at as h2f, f32_at, scale_min_k4};
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_QS, Q4_K_SCALES,
+    Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES, Q8_0_BYTES,
+    Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
+use crate::quant::{f16_at as h2f, f32_at, scale_min_k4, u32_at};
 use std::arch::x86_64::*;
 
 /// Overrides table entries with this file's kernels (call after `avx2::install`).
@@ -41,7 +45,7 @@ unsafe fn dot4_q5_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
             w,
             w_row,
             a,
-            (22, 34, 2),
+            (Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS),
             false,
             |x| prep_q5_0(x),
             |x, y| avx2::dot_i8(x, y),
@@ -54,9 +58,9 @@ unsafe fn dot4_q5_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 4] {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 fn prep_q5_0(x: &[u8]) -> __m256i {
-    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-    // SAFETY: the block holds 16 nibble bytes at 6.
-    let qx = unsafe { avx2::nibbles(&x[6..]) };
+    let qh = u32_at(&x[Q5_0_QH..]);
+    // SAFETY: the block holds 16 nibble bytes at QS.
+    let qx = unsafe { avx2::nibbles(&x[Q5_0_QS..]) };
     let high = _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10));
     _mm256_sub_epi8(_mm256_or_si256(qx, high), _mm256_set1_epi8(16))
 }
@@ -138,19 +142,29 @@ unsafe fn dot_q4_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     paired_blocks!(
         w,
         a,
-        18,
-        34,
+        Q4_0_BYTES,
+        Q8_0_BYTES,
         |x, y, acc| unsafe { avx2::block_q4_0(x, y, acc) },
         |x, y| {
-            // SAFETY: each 18-byte block has 16 nibble bytes at 2; each 34-byte block 32 quants at 2.
+            // SAFETY: each Q4_0 block has 16 nibble bytes at QS; each Q8_0 block 32 quants at QS.
             let (qx, qy) = unsafe {
                 (
-                    join(avx2::nibbles(&x[2..]), avx2::nibbles(&x[20..])),
-                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                    join(
+                        avx2::nibbles(&x[Q4_0_QS..]),
+                        avx2::nibbles(&x[Q4_0_BYTES + Q4_0_QS..]),
+                    ),
+                    join(
+                        avx2::load32(&y[Q8_0_QS..]),
+                        avx2::load32(&y[Q8_0_BYTES + Q8_0_QS..]),
+                    ),
                 )
             };
             let s = dot_i8(_mm512_sub_epi8(qx, eight), qy);
-            (hmul(x, y), hmul(&x[18..], &y[34..]), _mm512_cvtepi32_ps(s))
+            (
+                hmul(x, y),
+                hmul(&x[Q4_0_BYTES..], &y[Q8_0_BYTES..]),
+                _mm512_cvtepi32_ps(s),
+            )
         }
     )
 }
@@ -161,25 +175,30 @@ unsafe fn dot_q4_1_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let s = paired_blocks!(
         w,
         a,
-        20,
-        36,
+        Q4_1_BYTES,
+        Q8_1_BYTES,
         // SAFETY: the caller of this fn has the AVX2 features too (a subset of ours).
         |x, y, acc| unsafe { avx2::block_q4_1(x, y, acc, &mut mins) },
         |x, y| {
             // Block by block, as the AVX2 kernel adds them.
-            mins += hmul(&x[2..], &y[2..]);
-            mins += hmul(&x[22..], &y[38..]);
-            // SAFETY: each 20-byte block has 16 nibble bytes at 4; each 36-byte block 32 quants
-            // at 4.
+            mins += hmul(&x[Q4_1_M..], &y[Q8_1_S..]);
+            mins += hmul(&x[Q4_1_BYTES + Q4_1_M..], &y[Q8_1_BYTES + Q8_1_S..]);
+            // SAFETY: each Q4_1 block has 16 nibble bytes at QS; each Q8_1 block 32 quants at QS.
             let (qx, qy) = unsafe {
                 (
-                    join(avx2::nibbles(&x[4..]), avx2::nibbles(&x[24..])),
-                    join(avx2::load32(&y[4..]), avx2::load32(&y[40..])),
+                    join(
+                        avx2::nibbles(&x[Q4_1_QS..]),
+                        avx2::nibbles(&x[Q4_1_BYTES + Q4_1_QS..]),
+                    ),
+                    join(
+                        avx2::load32(&y[Q8_1_QS..]),
+                        avx2::load32(&y[Q8_1_BYTES + Q8_1_QS..]),
+                    ),
                 )
             };
             (
                 hmul(x, y),
-                hmul(&x[20..], &y[36..]),
+                hmul(&x[Q4_1_BYTES..], &y[Q8_1_BYTES..]),
                 _mm512_cvtepi32_ps(dot_u8_i8(qx, qy)),
             )
         }
@@ -195,25 +214,31 @@ unsafe fn dot_q5_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     paired_blocks!(
         w,
         a,
-        22,
-        34,
+        Q5_0_BYTES,
+        Q8_0_BYTES,
         |x, y, acc| unsafe { avx2::block_q5_0(x, y, acc) },
         |x, y| {
-            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]) as u64
-                | (u32::from_le_bytes([x[24], x[25], x[26], x[27]]) as u64) << 32;
+            let qh =
+                u32_at(&x[Q5_0_QH..]) as u64 | (u32_at(&x[Q5_0_BYTES + Q5_0_QH..]) as u64) << 32;
             // Byte i of the pair gets 0x10 when bit i of the two qh words is set.
             let high = _mm512_maskz_mov_epi8(qh, bit4);
-            // SAFETY: each 22-byte block has 16 nibble bytes at 6; each 34-byte block 32 quants at 2.
+            // SAFETY: each Q5_0 block has 16 nibble bytes at QS; each Q8_0 block 32 quants at QS.
             let (qx, qy) = unsafe {
                 (
-                    join(avx2::nibbles(&x[6..]), avx2::nibbles(&x[28..])),
-                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                    join(
+                        avx2::nibbles(&x[Q5_0_QS..]),
+                        avx2::nibbles(&x[Q5_0_BYTES + Q5_0_QS..]),
+                    ),
+                    join(
+                        avx2::load32(&y[Q8_0_QS..]),
+                        avx2::load32(&y[Q8_0_BYTES + Q8_0_QS..]),
+                    ),
                 )
             };
             let qx = _mm512_sub_epi8(_mm512_or_si512(qx, high), sixteen);
             (
                 hmul(x, y),
-                hmul(&x[22..], &y[34..]),
+                hmul(&x[Q5_0_BYTES..], &y[Q8_0_BYTES..]),
                 _mm512_cvtepi32_ps(dot_i8(qx, qy)),
             )
         }
@@ -226,20 +251,26 @@ unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     paired_blocks!(
         w,
         a,
-        34,
-        34,
+        Q8_0_BYTES,
+        Q8_0_BYTES,
         |x, y, acc| unsafe { avx2::block_q8_0(x, y, acc) },
         |x, y| {
-            // SAFETY: each 34-byte block has 32 quants at 2.
+            // SAFETY: each Q8_0 block has 32 quants at QS.
             let (qx, qy) = unsafe {
                 (
-                    join(avx2::load32(&x[2..]), avx2::load32(&x[36..])),
-                    join(avx2::load32(&y[2..]), avx2::load32(&y[36..])),
+                    join(
+                        avx2::load32(&x[Q8_0_QS..]),
+                        avx2::load32(&x[Q8_0_BYTES + Q8_0_QS..]),
+                    ),
+                    join(
+                        avx2::load32(&y[Q8_0_QS..]),
+                        avx2::load32(&y[Q8_0_BYTES + Q8_0_QS..]),
+                    ),
                 )
             };
             (
                 hmul(x, y),
-                hmul(&x[34..], &y[34..]),
+                hmul(&x[Q8_0_BYTES..], &y[Q8_0_BYTES..]),
                 _mm512_cvtepi32_ps(dot_i8(qx, qy)),
             )
         }
@@ -248,7 +279,7 @@ unsafe fn dot_q8_0_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[inline]
 fn bsum(y: &[u8], k: usize) -> i32 {
-    i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32
+    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * k], y[Q8_K_BSUMS + 2 * k + 1]]) as i32
 }
 
 /// 64 bytes at the start of `p`.
@@ -272,17 +303,23 @@ unsafe fn dot_q4_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = [0f32; 4];
     let m4 = _mm256_set1_epi8(0x0f);
-    for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+    for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
         let mut summ = [0i32; 4];
         let mut sumi = _mm512_setzero_si512();
         for c in 0..4 {
-            let (sc0, m0) = scale_min_k4(2 * c, &x[4..16]);
-            let (sc1, m1) = scale_min_k4(2 * c + 1, &x[4..16]);
+            let scales = &x[Q4_K_SCALES..Q4_K_QS];
+            let (sc0, m0) = scale_min_k4(2 * c, scales);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
             summ[c] = m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
                 + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
-            // SAFETY: 32 quant bytes at 16 + 32c of the 144-byte block; the two sub-blocks'
-            // 64 activation quants are contiguous at 4 + 64c of the 292-byte Q8_K block.
-            let (q, yv) = unsafe { (avx2::load32(&x[16 + 32 * c..]), load64(&y[4 + 64 * c..])) };
+            // SAFETY: 32 quant bytes at QS + 32c of the Q4_K block; the two sub-blocks' 64
+            // activation quants are contiguous at QS + 64c of the Q8_K block.
+            let (q, yv) = unsafe {
+                (
+                    avx2::load32(&x[Q4_K_QS + 32 * c..]),
+                    load64(&y[Q8_K_QS + 64 * c..]),
+                )
+            };
             let qv = join(
                 _mm256_and_si256(q, m4),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
@@ -309,9 +346,9 @@ unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let m4 = _mm512_set1_epi8(0x0f);
     let m2 = _mm512_set1_epi8(0x03);
-    for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let d = h2f(&x[208..]) * f32_at(y);
-        let sc = |k: usize| x[192 + k] as i8 as i16;
+    for (x, y) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let d = h2f(&x[Q6_K_D..]) * f32_at(y);
+        let sc = |k: usize| x[Q6_K_SCALES + k] as i8 as i16;
         // One i16 scale per 16 elements = per 128-bit lane.
         let pair = |k: usize| (sc(k) as u16 as u32 | (sc(k) as u16 as u32) << 16) as i32;
         let scales4 = |k: usize| {
@@ -320,14 +357,14 @@ unsafe fn dot_q6_k_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
         };
         let mut sumi = _mm512_setzero_si512();
         for h in 0..2 {
-            // SAFETY: ql has 64 bytes at 64h and qh 32 bytes at 128 + 32h of the 210-byte block;
-            // the Q8_K block has 128 quants at 4 + 128h.
+            // SAFETY: ql has 64 bytes at QL + 64h and qh 32 bytes at QH + 32h of the Q6_K block;
+            // the Q8_K block has 128 quants at QS + 128h.
             let (ql, qh, y0, y1) = unsafe {
                 (
-                    load64(&x[64 * h..]),
-                    avx2::load32(&x[128 + 32 * h..]),
-                    load64(&y[4 + 128 * h..]),
-                    load64(&y[68 + 128 * h..]),
+                    load64(&x[Q6_K_QL + 64 * h..]),
+                    avx2::load32(&x[Q6_K_QH + 32 * h..]),
+                    load64(&y[Q8_K_QS + 128 * h..]),
+                    load64(&y[Q8_K_QS + 64 + 128 * h..]),
                 )
             };
             let qh_a = join(qh, _mm256_srli_epi16::<2>(qh));

@@ -26,7 +26,10 @@
 use super::avx2::rows_ahead;
 use super::tile::tile_blocks;
 use crate::dot::{Gemv16Fn, Tile16Fn};
-use crate::formats::GgmlType;
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_QS, Q4_K_SCALES, Q8_0_BYTES, Q8_0_QS,
+    Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
 use std::arch::x86_64::*;
 
 /// Installs this file's kernels (AVX-512 path, CPU with AVX-512 VNNI): the one-token kernels
@@ -106,8 +109,8 @@ unsafe fn lanes4<const NK: usize>(at: impl Fn(usize) -> *const u8) -> __m512i {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemv16_q4_0_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
-    const WB: usize = 18; // f16 scale + 16 nibble bytes
-    const AB: usize = 34; // f16 scale + 32 quants
+    const WB: usize = Q4_0_BYTES;
+    const AB: usize = Q8_0_BYTES;
     let nb = a.len() / AB;
     // Every read below lies inside these bounds (the gather reads 4 bytes at a block's start).
     assert!(
@@ -185,8 +188,8 @@ unsafe fn tile16_q4_0_impl(
     a_row: usize,
     nt: usize,
 ) -> [[f32; 16]; 8] {
-    const WB: usize = 18;
-    const AB: usize = 34;
+    const WB: usize = Q4_0_BYTES;
+    const AB: usize = Q8_0_BYTES;
     // Every read below lies inside these bounds (the gather reads 4 bytes at a block's start).
     let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
     let row_at = row_offsets(w_row, &Q4_0_ROWS);
@@ -211,7 +214,7 @@ unsafe fn tile16_q4_0_impl(
                     let ahead = x(l).wrapping_add(ahead_rows * w_row);
                     _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 }
-                *z = lanes4::<4>(|l| x(l).add(2));
+                *z = lanes4::<4>(|l| x(l).add(Q4_0_QS));
             }
             // r[q] holds bytes 4q..4q + 4 of each row.
             let r = transpose4x4(&z);
@@ -235,7 +238,8 @@ unsafe fn tile16_q4_0_impl(
             for (t, acc) in acc.iter_mut().enumerate().take(nt) {
                 let y = a.as_ptr().add(t * a_row + i * AB);
                 let mut yu = [0i32; 8];
-                let v = _mm256_xor_si256(_mm256_loadu_si256(y.add(2) as *const __m256i), flip);
+                let v = _mm256_loadu_si256(y.add(Q8_0_QS) as *const __m256i);
+                let v = _mm256_xor_si256(v, flip);
                 _mm256_storeu_si256(yu.as_mut_ptr() as *mut __m256i, v);
                 // Two chains, so that each waits on half as many dependent vpdpbusd.
                 let mut s = [start, _mm512_setzero_si512()];
@@ -269,16 +273,16 @@ unsafe fn q4_0_chunk<const NK: usize>(
     (row_at, ahead_rows): (__m512i, usize),
     mut acc: __m512,
 ) -> __m512 {
-    const WB: usize = 18;
-    const AB: usize = 34;
+    const WB: usize = Q4_0_BYTES;
+    const AB: usize = Q8_0_BYTES;
     // SAFETY: as the caller promises.
     unsafe {
         let (wp, ap) = (w.as_ptr().add(i * WB), a.as_ptr().add(i * AB));
         let m4 = _mm512_set1_epi8(0x0f);
         let eight = _mm512_set1_epi8(8);
         // The token's blocks: the first 16 quants of block k in lane k, the last 16 likewise.
-        let ylo = lanes4::<NK>(|k| ap.add(k * AB + 2));
-        let yhi = lanes4::<NK>(|k| ap.add(k * AB + 18));
+        let ylo = lanes4::<NK>(|k| ap.add(k * AB + Q8_0_QS));
+        let yhi = lanes4::<NK>(|k| ap.add(k * AB + Q8_0_QS + 16));
         // Nibbles are unsigned 0..15; -8 * (the token's block sums) makes the sums (x - 8) . y.
         let e = _mm512_dpbusd_epi32(
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, ylo),
@@ -308,7 +312,7 @@ unsafe fn q4_0_chunk<const NK: usize>(
                 let ahead = x.wrapping_add(ahead_rows * w_row);
                 _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(NK * WB - 1) as *const i8);
-                let v = lanes4::<NK>(|k| x.add(k * WB + 2));
+                let v = lanes4::<NK>(|k| x.add(k * WB + Q4_0_QS));
                 let lo = _mm512_and_si512(v, m4);
                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                 *p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, lo, ylo), hi, yhi);
@@ -385,8 +389,8 @@ fn subblock_sums16(g: &[__m512i; 8]) -> [__m512i; 8] {
 /// super-block).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
-    const WB: usize = 144; // d, dmin (f16), 12 scale bytes, 128 nibble bytes
-    const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
+    const WB: usize = Q4_K_BYTES;
+    const AB: usize = Q8_K_BYTES;
     let nb = a.len() / AB;
     // Every read below lies inside these bounds.
     assert!(
@@ -402,7 +406,7 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
     unsafe {
         for i in 0..nb {
             let (wp, y) = (w.as_ptr().add(i * WB), a.as_ptr().add(i * AB));
-            let ld = |o: usize| _mm256_loadu_si256(y.add(4 + o) as *const __m256i);
+            let ld = |o: usize| _mm256_loadu_si256(y.add(Q8_K_QS + o) as *const __m256i);
             let two = |lo: usize, hi: usize| {
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld(lo)), ld(hi))
             };
@@ -413,14 +417,14 @@ unsafe fn gemv16_q4_k_impl(w: &[u8], w_row: usize, a: &[u8]) -> [f32; 16] {
             let row = |r: usize| {
                 let x = wp.add(r * w_row);
                 // Sixteen interleaved streams: fetch this block of the rows further on,
-                // ahead of the hardware prefetcher (no line of the 144 bytes is skipped).
+                // ahead of the hardware prefetcher (no line of the block is skipped).
                 let ahead = x.wrapping_add(ahead_rows * w_row);
                 for o in [0, 48, 96, WB - 1] {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 }
                 // Chunks of 32 bytes: low nibbles are sub-block 2c, high nibbles 2c + 1.
-                let q01 = _mm512_loadu_si512(x.add(16) as *const _);
-                let q23 = _mm512_loadu_si512(x.add(80) as *const _);
+                let q01 = _mm512_loadu_si512(x.add(Q4_K_QS) as *const _);
+                let q23 = _mm512_loadu_si512(x.add(Q4_K_QS + 64) as *const _);
                 let z = _mm512_setzero_si512();
                 let hi = |q: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                 row_sums([
@@ -490,7 +494,8 @@ unsafe fn q4_k_scales16(wp: *const u8, row_at: __m512i) -> Q4kScales {
             wp as *const i32,
         )
     };
-    let (dd, q0, q1, q2) = (at(0), at(4), at(8), at(12));
+    let scales = Q4_K_SCALES as i32;
+    let (dd, q0, q1, q2) = (at(0), at(scales), at(scales + 4), at(scales + 8));
     let byte = |v: __m512i, j: usize| _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32));
     let hi2 = |v: __m512i, j: usize| _mm512_and_si512(_mm512_srli_epi32::<2>(byte(v, j)), m2h);
     let sc = std::array::from_fn(|j| {
@@ -538,11 +543,11 @@ unsafe fn q4_k_accumulate<const GEMM: bool>(
     y: *const u8,
     (acc, acc_m): (&mut __m512, &mut __m512),
 ) {
-    // SAFETY: as the caller promises: d at 0, the i16 sums of 16 at 260.
+    // SAFETY: as the caller promises: d at 0, the i16 sums of 16 at BSUMS.
     let (dy, bs) = unsafe {
         (
             f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]),
-            std::slice::from_raw_parts(y.add(260), 32),
+            std::slice::from_raw_parts(y.add(Q8_K_BSUMS), 32),
         )
     };
     let dy = _mm512_set1_ps(dy);
@@ -589,8 +594,8 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
     a_row: usize,
     nt: usize,
 ) -> [[f32; 16]; 8] {
-    const WB: usize = 144;
-    const AB: usize = 292;
+    const WB: usize = Q4_K_BYTES;
+    const AB: usize = Q8_K_BYTES;
     let nb = tile_blocks((w, w_row, 16, WB), (a, a_row, nt, 8, AB));
     let row_at = row_offsets(w_row, &Q4_0_ROWS);
     let m4 = _mm512_set1_epi8(0x0f);
@@ -614,7 +619,7 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
             for b in 0..8 {
                 let mut z = [_mm512_setzero_si512(); 4];
                 for (g, z) in z.iter_mut().enumerate() {
-                    *z = lanes4::<4>(|l| wp.add((4 * g + l) * w_row + 16 + 16 * b));
+                    *z = lanes4::<4>(|l| wp.add((4 * g + l) * w_row + Q4_K_QS + 16 * b));
                 }
                 for (k, r) in transpose4x4(&z).into_iter().enumerate() {
                     xs[4 * b + k] = [
@@ -627,8 +632,9 @@ unsafe fn q4_k_tile16<const GEMM: bool>(
             for t in 0..nt {
                 let y = a.as_ptr().add(t * a_row + i * AB);
                 // Four of the token's quants, broadcast: quants 4k..4k + 4.
-                let yd =
-                    |k: usize| _mm512_set1_epi32((y.add(4 + 4 * k) as *const i32).read_unaligned());
+                let yd = |k: usize| {
+                    _mm512_set1_epi32((y.add(Q8_K_QS + 4 * k) as *const i32).read_unaligned())
+                };
                 // Byte 4q of chunk c = q / 8 holds quant 64c + 4(q % 8) (sub-block 2c) in its
                 // low nibble and quant 64c + 32 + 4(q % 8) (sub-block 2c + 1) in its high one.
                 // Per sub-block two chains (even and odd groups), held in registers.

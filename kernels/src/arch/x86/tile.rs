@@ -17,7 +17,10 @@ use super::avx2::{
     dot_i8, dot_u8_i8, hsum_ps, nibbles, prep_q4_0, prep_q4_1, prep_q5_0, prep_q8_0, rows_ahead,
 };
 use crate::dot::{Tile4Fn, Tile8Fn};
-use crate::formats::GgmlType;
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES,
+    Q8_1_QS, Q8_1_S,
+};
 use std::arch::x86_64::*;
 
 /// Installs the tiles of this file; with `vnni` (the AVX-512 path on a CPU with AVX-512 VNNI)
@@ -165,8 +168,8 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
     tok: impl Fn(__m256i) -> __m256i,
     row: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
 ) -> [[f32; 8]; 4] {
-    const WB: usize = 18; // f16 scale + 16 nibble bytes
-    const AB: usize = 34; // f16 scale + 32 quants
+    const WB: usize = Q4_0_BYTES;
+    const AB: usize = Q8_0_BYTES;
     let nb = tile_blocks((w, w_row, 8, WB), (a, a_row, NT, 4, AB));
     let ahead_rows = rows_ahead(w_row, 8);
     // SAFETY (the intrinsics below): the callers carry avx2, fma and f16c.
@@ -182,16 +185,16 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                 let blk = &w[r * w_row + i * WB..][..WB];
                 *d = u16::from_le_bytes([blk[0], blk[1]]);
-                // The block holds 16 nibble bytes at 2. Unsigned 0..15: the -8 offset is taken
+                // The block holds 16 nibble bytes at QS. Unsigned 0..15: the -8 offset is taken
                 // off through the token's sum.
-                *x = nibbles(&blk[2..]);
+                *x = nibbles(&blk[Q4_0_QS..]);
             }
             // `dw` is eight u16s; loadu has no alignment requirement.
             let dw8 = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i));
             for (t, acc) in acc.iter_mut().enumerate() {
                 let blk = &a[t * a_row + i * AB..][..AB];
-                // The Q8_0 block holds 32 quants at 2; loadu has no alignment requirement.
-                let y = _mm256_loadu_si256(blk[2..].as_ptr() as *const __m256i);
+                // The Q8_0 block holds 32 quants at QS; loadu has no alignment requirement.
+                let y = _mm256_loadu_si256(blk[Q8_0_QS..].as_ptr() as *const __m256i);
                 let dy = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
                 let ty = tok(y);
                 let mut s = [_mm256_setzero_si256(); 8];
@@ -214,8 +217,8 @@ unsafe fn tile8_q4_0_n<const NT: usize>(
 
 /// Four weight rows against `nt` (1..=2) activation rows in the one-row kernels' order
 /// (`block_q8_0_with`, `block_q4_1`): per output an 8-lane accumulator gets
-/// `fma(d_w * d_a, isum lanes, acc)` block after block and, with `mins`, a scalar min term gets
-/// `m_w * s_a`; `hsum_ps(acc) + mins` at the end. The scale products are formed four rows at a
+/// `fma(d_w * d_a, isum lanes, acc)` block after block and, with `mins` (Q4_1), a scalar min term
+/// gets `m_w * s_a`; `hsum_ps(acc) + mins` at the end. The scale products are formed four rows at a
 /// time (each lane the same f32 product the one-row kernel forms) and each block is unpacked
 /// (`prep`) once for both tokens. `q_at` is where the activation block's quants start.
 #[inline(always)]
@@ -242,10 +245,10 @@ unsafe fn tile4_with(
         // SAFETY: `dw` is four u16s (8 bytes); loadl reads exactly 8.
         let dw4 = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(dw.as_ptr() as *const __m128i) });
         let mw = [
-            h(&xb[0][2..]),
-            h(&xb[1][2..]),
-            h(&xb[2][2..]),
-            h(&xb[3][2..]),
+            h(&xb[0][Q4_1_M..]),
+            h(&xb[1][Q4_1_M..]),
+            h(&xb[2][Q4_1_M..]),
+            h(&xb[3][Q4_1_M..]),
         ];
         // SAFETY: as above.
         let mw4 = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(mw.as_ptr() as *const __m128i) });
@@ -256,7 +259,7 @@ unsafe fn tile4_with(
             // SAFETY: `d` is four f32s.
             unsafe { _mm_storeu_ps(d.as_mut_ptr(), _mm_mul_ps(dw4, _mm_set1_ps(dy))) };
             if mins {
-                let sy = half::f16::from_bits(h(&y[2..])).to_f32();
+                let sy = half::f16::from_bits(h(&y[Q8_1_S..])).to_f32();
                 min_acc[t] = _mm_add_ps(min_acc[t], _mm_mul_ps(mw4, _mm_set1_ps(sy)));
             }
             // SAFETY: the activation block holds 32 quants at q_at (ab = q_at + 32).
@@ -302,8 +305,8 @@ macro_rules! tile4_kernels {
 }
 
 tile4_kernels! {
-    tile4_q4_0 => tile4_q4_0_impl: (18, 34, 2), false, prep_q4_0, dot_i8;
-    tile4_q4_1 => tile4_q4_1_impl: (20, 36, 4), true, prep_q4_1, dot_u8_i8;
-    tile4_q5_0 => tile4_q5_0_impl: (22, 34, 2), false, prep_q5_0, dot_i8;
-    tile4_q8_0 => tile4_q8_0_impl: (34, 34, 2), false, prep_q8_0, dot_i8;
+    tile4_q4_0 => tile4_q4_0_impl: (Q4_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q4_0, dot_i8;
+    tile4_q4_1 => tile4_q4_1_impl: (Q4_1_BYTES, Q8_1_BYTES, Q8_1_QS), true, prep_q4_1, dot_u8_i8;
+    tile4_q5_0 => tile4_q5_0_impl: (Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q5_0, dot_i8;
+    tile4_q8_0 => tile4_q8_0_impl: (Q8_0_BYTES, Q8_0_BYTES, Q8_0_QS), false, prep_q8_0, dot_i8;
 }

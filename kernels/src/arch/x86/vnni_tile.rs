@@ -16,7 +16,11 @@
 use super::avx2::{hsum_ps, nibbles, rows_ahead};
 use super::tile::tile_blocks;
 use crate::dot::{Tile4Fn, Tile8Fn};
-use crate::formats::GgmlType;
+use crate::formats::{
+    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q5_0_BYTES, Q5_0_QH, Q5_0_QS,
+    Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS,
+    Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
 use std::arch::x86_64::*;
 
 /// Installs this file's tiles into the tables of vec_dot-order tiles.
@@ -44,8 +48,8 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 
 /// Eight rows against `nt` (1..=4) tokens; see the file's notes. `(wb, ab, q_at)`: weight block
 /// bytes, activation block bytes, offset of the activation block's 32 quants; `offset`: what
-/// `prep` added to the weights (0 for none); `mins`: Q4_1's min term (weight min at 2,
-/// activation sum at 2). `prep(x_a, x_b)` gives two rows' blocks as unsigned bytes.
+/// `prep` added to the weights (0 for none); `mins`: Q4_1's min term (weight min at `Q4_1_M`,
+/// activation sum at `Q8_1_S`). `prep(x_a, x_b)` gives two rows' blocks as unsigned bytes.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile8_pairs_with(
@@ -80,8 +84,9 @@ unsafe fn tile8_pairs_with(
             // `dw` is eight u16s; loadu has no alignment requirement.
             let dw8 = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i));
             let mw8 = if mins {
-                let mw: [u16; 8] =
-                    std::array::from_fn(|r| u16::from_le_bytes([*x(r).add(2), *x(r).add(3)]));
+                let mw: [u16; 8] = std::array::from_fn(|r| {
+                    u16::from_le_bytes([*x(r).add(Q4_1_M), *x(r).add(Q4_1_M + 1)])
+                });
                 _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i))
             } else {
                 _mm256_setzero_ps()
@@ -99,7 +104,7 @@ unsafe fn tile8_pairs_with(
                 // Each row's d_w * d_a, the f32 product the one-row kernel broadcasts.
                 let d8 = _mm512_castps256_ps512(_mm256_mul_ps(dw8, _mm256_set1_ps(f16_at(y))));
                 if mins {
-                    let sy = _mm256_set1_ps(f16_at(y.add(2)));
+                    let sy = _mm256_set1_ps(f16_at(y.add(Q8_1_S)));
                     *min_acc = _mm256_add_ps(*min_acc, _mm256_mul_ps(mw8, sy));
                 }
                 for (p, acc) in acc.iter_mut().enumerate() {
@@ -156,17 +161,25 @@ macro_rules! vnni_tiles {
 
 vnni_tiles! {
     // Nibbles 0..15 stand for -8..7.
-    tile8_q4_0 => tile8_q4_0_impl: (18, 34, 2), (8, false), |xa, xb| nibble_pair(xa, xb, 2);
-    tile8_q4_1 => tile8_q4_1_impl: (20, 36, 4), (0, true), |xa, xb| nibble_pair(xa, xb, 4);
+    tile8_q4_0 => tile8_q4_0_impl: (Q4_0_BYTES, Q8_0_BYTES, Q8_0_QS), (8, false),
+        |xa, xb| nibble_pair(xa, xb, Q4_0_QS);
+    tile8_q4_1 => tile8_q4_1_impl: (Q4_1_BYTES, Q8_1_BYTES, Q8_1_QS), (0, true),
+        |xa, xb| nibble_pair(xa, xb, Q4_1_QS);
     // Nibble | fifth bit << 4 (the 32 bits of qh, one per quant) stands for -16..15.
-    tile8_q5_0 => tile8_q5_0_impl: (22, 34, 2), (16, false), |xa, xb| {
-        let qh = |x: *const u8| u32::from_le_bytes([*x.add(2), *x.add(3), *x.add(4), *x.add(5)]);
+    tile8_q5_0 => tile8_q5_0_impl: (Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS), (16, false), |xa, xb| {
+        let qh = |x: *const u8| {
+            let p = x.add(Q5_0_QH);
+            u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
+        };
         let bits = qh(xa) as u64 | ((qh(xb) as u64) << 32);
-        _mm512_or_si512(nibble_pair(xa, xb, 6), _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)))
+        _mm512_or_si512(
+            nibble_pair(xa, xb, Q5_0_QS),
+            _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10)),
+        )
     };
     // Signed bytes, flipped to unsigned: x + 128.
-    tile8_q8_0 => tile8_q8_0_impl: (34, 34, 2), (128, false), |xa, xb| {
-        let l = |x: *const u8| _mm256_loadu_si256(x.add(2) as *const __m256i);
+    tile8_q8_0 => tile8_q8_0_impl: (Q8_0_BYTES, Q8_0_BYTES, Q8_0_QS), (128, false), |xa, xb| {
+        let l = |x: *const u8| _mm256_loadu_si256(x.add(Q8_0_QS) as *const __m256i);
         _mm512_xor_si512(join(l(xa), l(xb)), _mm512_set1_epi8(-128))
     };
 }
@@ -190,8 +203,8 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
     a_row: usize,
     nt: usize,
 ) -> [[f32; R]; T] {
-    const WB: usize = 210; // ql[128], qh[64], scales[16] (i8), d (f16)
-    const AB: usize = 292; // d (f32), 256 quants, 16 i16 sums of 16
+    const WB: usize = Q6_K_BYTES;
+    const AB: usize = Q8_K_BYTES;
     assert_eq!(R, 2 * P, "tile_q6_k: R must be 2P");
     let nb = tile_blocks((w, w_row, R, WB), (a, a_row, nt, T, AB));
     // i16 lane j of 128-bit lane L of spread[q] takes scale 4q + L.
@@ -218,11 +231,11 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
                 for o in [0, 64, 128, WB - 1] {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 }
-                *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
+                *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(Q6_K_SCALES) as *const __m128i));
                 let s512 = _mm512_castsi256_si512(*sc16);
                 for h in 0..2 {
-                    let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
-                    let qh = _mm256_loadu_si256(x.add(128 + 32 * h) as *const __m256i);
+                    let ql = _mm512_loadu_si512(x.add(Q6_K_QL + 64 * h) as *const _);
+                    let qh = _mm256_loadu_si256(x.add(Q6_K_QH + 32 * h) as *const __m256i);
                     let qh_a = join(qh, _mm256_srli_epi16::<2>(qh));
                     let qh_b = join(_mm256_srli_epi16::<4>(qh), _mm256_srli_epi16::<6>(qh));
                     // Elements 0..64 of this half, then 64..128.
@@ -237,8 +250,8 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
                     let sa = _mm512_permutexvar_epi16(spread[2 * h], s512);
                     let sb = _mm512_permutexvar_epi16(spread[2 * h + 1], s512);
                     for (t, s) in sumi.iter_mut().enumerate().take(nt) {
-                        let y0 = _mm512_loadu_si512(y(t).add(4 + 128 * h) as *const _);
-                        let y1 = _mm512_loadu_si512(y(t).add(68 + 128 * h) as *const _);
+                        let y0 = _mm512_loadu_si512(y(t).add(Q8_K_QS + 128 * h) as *const _);
+                        let y1 = _mm512_loadu_si512(y(t).add(Q8_K_QS + 64 + 128 * h) as *const _);
                         *s = _mm512_dpwssd_epi32(*s, _mm512_maddubs_epi16(qa, y0), sa);
                         *s = _mm512_dpwssd_epi32(*s, _mm512_maddubs_epi16(qb, y1), sb);
                     }
@@ -247,7 +260,7 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
             for (t, acc) in acc.iter_mut().enumerate().take(nt) {
                 let y = y(t);
                 let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
-                let bs = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                let bs = _mm256_loadu_si256(y.add(Q8_K_BSUMS) as *const __m256i);
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let (ra, rb) = (2 * p, 2 * p + 1);
                     let (sa, sb) = (sumi[ra][t], sumi[rb][t]);
@@ -258,7 +271,7 @@ unsafe fn tile_q6_k_impl<const P: usize, const T: usize, const R: usize>(
                     );
                     let corr = |r: usize| _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, sc16[r]));
                     let lanes = _mm512_sub_epi32(folded, join(corr(ra), corr(rb)));
-                    let d = |r: usize| _mm256_set1_ps(f16_at(x(r).add(208)) * dy);
+                    let d = |r: usize| _mm256_set1_ps(f16_at(x(r).add(Q6_K_D)) * dy);
                     let d = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
                         _mm512_castpd256_pd512(_mm256_castps_pd(d(ra))),
                         _mm256_castps_pd(d(rb)),
