@@ -17,7 +17,9 @@ pub mod reference;
 #[cfg(feature = "reference")]
 pub mod reference_ggml;
 pub mod sampler;
+pub mod server;
 pub mod session;
+pub mod stop;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

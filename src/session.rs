@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use crate::memory::dims::SessionDims;
+use crate::memory::kv_cache::KvCache;
 use crate::memory::plan::{longest_context, MemoryPlan, Resident};
 use crate::model::forward::{Forward, ForwardStats, Logits, Prefill};
 use crate::model::kv_plan::Segment;
@@ -100,6 +101,22 @@ impl SessionPlan {
         Ok(SessionPlan { opts, memory })
     }
 
+    /// The most sessions (up to `max`) with these options that fit `budget`: every session adds
+    /// the same bytes to a plan, so this is what is left after the shared parts, divided by one
+    /// session's share. Fails, listing the plan, when not even one fits.
+    pub fn most_sessions(
+        model: &Model,
+        opts: &SessionOptions,
+        budget: usize,
+        max: usize,
+    ) -> Result<usize> {
+        let one = SessionPlan::new(model, opts.clone(), 1)?.memory;
+        one.check(budget)?;
+        let each = one.per_session.total().max(1);
+        let shared = one.total() - each;
+        Ok(((budget - shared) / each).clamp(1, max.max(1)))
+    }
+
     /// The longest context (up to `max_ctx`) at which `sessions` sessions with these options
     /// fit `budget`.
     pub fn longest_context(
@@ -167,7 +184,7 @@ impl<'m> Session<'m> {
     ) -> Result<Session<'m>> {
         Ok(Session {
             model,
-            fwd: Forward::new(model, kern, plan.memory.dims)?,
+            fwd: Forward::new(model, kern, plan.memory.dims, 1)?,
             opts: plan.opts.clone(),
             n_past: 0,
             resolved: None,
@@ -220,8 +237,13 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    pub fn forward_mut(&mut self) -> &mut Forward {
-        &mut self.fwd
+    /// The session's condensed KV cache.
+    pub fn cache(&self) -> &KvCache {
+        &self.fwd.slot(0).cache
+    }
+
+    pub fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.fwd.slot_mut(0).cache
     }
 
     /// The strategy for cyclic groups: fixed by the user, or chosen once by `auto`.
@@ -273,6 +295,7 @@ impl<'m> Session<'m> {
             let offset = done;
             let s = self.fwd.forward(
                 self.model,
+                0,
                 chunk,
                 self.n_past,
                 strategy,
@@ -300,6 +323,7 @@ impl<'m> Session<'m> {
         }
         self.fwd.forward(
             self.model,
+            0,
             &[token],
             self.n_past,
             Prefill::Sequential,
@@ -307,12 +331,12 @@ impl<'m> Session<'m> {
             &mut |_, _| {},
         )?;
         self.n_past += 1;
-        Ok(self.fwd.last_logits())
+        Ok(self.fwd.last_logits(0))
     }
 
     /// Logits of the last position run.
     pub fn logits(&self) -> &[f32] {
-        self.fwd.last_logits()
+        self.fwd.last_logits(0)
     }
 }
 

@@ -37,7 +37,7 @@ struct Header {
 
 fn header_of(session: &mut Session, n: usize, tokens: &[u32]) -> Header {
     let model = session.model();
-    let layout = *session.forward_mut().cache.layout();
+    let layout = *session.cache().layout();
     Header {
         identity: model_identity(model),
         layer_types: model.cfg.plan.layer_types(),
@@ -71,7 +71,7 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
         out.extend_from_slice(&t.to_le_bytes());
     }
     let producers = session.model().cfg.plan.producers();
-    let cache = &session.forward_mut().cache;
+    let cache = session.cache();
     let per = 2 * n * cache.layout().pos_bytes();
     let mut buf = vec![0u8; per];
     for &p in &producers {
@@ -170,7 +170,7 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let producers = session.model().cfg.plan.producers();
-    let cache = &mut session.forward_mut().cache;
+    let cache = session.cache_mut();
     let per = 2 * n * cache.layout().pos_bytes();
     if r.b.len() - r.at != per * producers.len() {
         return Err(Rejected::Damaged("K/V section has the wrong size".into()));

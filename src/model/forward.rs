@@ -56,23 +56,43 @@ struct Step {
     producers: Vec<usize>,
 }
 
-/// The arena-backed state of one session: scratch buffers and the condensed KV cache.
+/// Where a batch row comes from: a session's slot and the row's position in that session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    pub slot: usize,
+    pub pos: usize,
+}
+
+/// One session's own state in the arena: its condensed KV cache and the logits of its last
+/// position, which its sampler reads.
+pub struct Slot {
+    pub cache: KvCache,
+    last: Buf<f32>,
+}
+
+/// The arena-backed state of `slots` sessions of one model: the scratch of the batch in flight,
+/// shared, and each session's slot.
 pub struct Forward {
     kern: &'static Kernels,
     dims: SessionDims,
     steps: Vec<Step>,
     s: Scratch,
-    pub cache: KvCache,
-    /// The logits of the last position a call produced logits for, which the sampler reads.
-    last: Buf<f32>,
+    slots: Vec<Slot>,
+    /// Slot and position of each batch row of the call in flight (`n_batch` long).
+    rows: Vec<Row>,
 }
 
 impl Forward {
-    /// Carves the session's buffers from one new arena, as the memory plan reserves them.
-    pub fn new(model: &Model, kern: &'static Kernels, dims: SessionDims) -> Result<Forward> {
+    /// Carves the buffers of `sessions` sessions from one new arena, as the memory plan
+    /// reserves them.
+    pub fn new(
+        model: &Model,
+        kern: &'static Kernels,
+        dims: SessionDims,
+        sessions: usize,
+    ) -> Result<Forward> {
         let mut layout = ArenaLayout::new();
-        let mut regions = ArenaRegions::reserve(&model.dims(), &dims, 1, &mut layout)?;
-        let own = regions.sessions.pop().expect("one session was reserved");
+        let regions = ArenaRegions::reserve(&model.dims(), &dims, sessions, &mut layout)?;
         let arena = Arena::allocate(layout)?;
         let plan = &model.cfg.plan;
         let steps = plan
@@ -93,8 +113,15 @@ impl Forward {
             dims,
             steps,
             s: regions.scratch.take(&arena),
-            cache: KvCache::take(own.kv, &arena),
-            last: arena.take(own.last),
+            slots: regions
+                .sessions
+                .into_iter()
+                .map(|r| Slot {
+                    cache: KvCache::take(r.kv, &arena),
+                    last: arena.take(r.last),
+                })
+                .collect(),
+            rows: vec![Row::default(); dims.n_batch],
         })
     }
 
@@ -106,18 +133,107 @@ impl Forward {
         self.kern
     }
 
-    /// The logits of the last position a forward call produced logits for.
-    pub fn last_logits(&self) -> &[f32] {
-        &self.last
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
-    /// Runs `tokens` at positions `pos0..`, writing their K/V into the cache, and hands the
-    /// requested logits to `sink(row, logits)`.
+    pub fn slot(&self, slot: usize) -> &Slot {
+        &self.slots[slot]
+    }
+
+    pub fn slot_mut(&mut self, slot: usize) -> &mut Slot {
+        &mut self.slots[slot]
+    }
+
+    /// The logits of the last position of `slot` a call produced logits for.
+    pub fn last_logits(&self, slot: usize) -> &[f32] {
+        &self.slots[slot].last
+    }
+
+    /// Runs `tokens` of session `slot` at positions `pos0..`, writing their K/V into its cache,
+    /// and hands the requested logits to `sink(row, logits)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         m: &Model,
+        slot: usize,
         tokens: &[u32],
         pos0: usize,
+        prefill: Prefill,
+        want: Logits,
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<ForwardStats> {
+        let n = tokens.len();
+        self.check_batch(n)?;
+        if slot >= self.slots.len() || pos0 + n > self.dims.n_ctx {
+            return Err(Error::Usage(format!(
+                "positions {pos0}..{} of session {slot} exceed the context of {} tokens; raise -c",
+                pos0 + n,
+                self.dims.n_ctx
+            )));
+        }
+        for (r, row) in self.rows[..n].iter_mut().enumerate() {
+            *row = Row {
+                slot,
+                pos: pos0 + r,
+            };
+        }
+        self.run(m, tokens, false, prefill, want, sink)
+    }
+
+    /// Runs one token for each of several sessions (`rows[i]` says whose, and at which
+    /// position), in one pass over the weights, and hands every row's logits to `sink`. Each
+    /// row reads only its own session's cache; the sessions must be distinct.
+    pub fn decode_batch(
+        &mut self,
+        m: &Model,
+        tokens: &[u32],
+        rows: &[Row],
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let n = tokens.len();
+        self.check_batch(n)?;
+        if rows.len() != n {
+            return Err(Error::Usage(format!(
+                "{n} tokens but {} rows in a decode batch",
+                rows.len()
+            )));
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let clash = rows[..r].iter().any(|o| o.slot == row.slot);
+            if row.slot >= self.slots.len() || row.pos >= self.dims.n_ctx || clash {
+                return Err(Error::Usage(format!(
+                    "decode batch row {r}: session {} at position {} is not a free slot and position of {} sessions x {} tokens",
+                    row.slot,
+                    row.pos,
+                    self.slots.len(),
+                    self.dims.n_ctx
+                )));
+            }
+        }
+        self.rows[..n].copy_from_slice(rows);
+        self.run(m, tokens, true, Prefill::Sequential, Logits::All, sink)?;
+        Ok(())
+    }
+
+    fn check_batch(&self, n: usize) -> Result<()> {
+        if n > self.dims.n_batch {
+            return Err(Error::Usage(format!(
+                "a batch of {n} tokens exceeds the batch size {}",
+                self.dims.n_batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// The pass over the layers for the first `tokens.len()` rows of `self.rows`. Rows of one
+    /// session are consecutive positions; `independent` rows are of distinct sessions, so even
+    /// layers that attend up can take them together.
+    fn run(
+        &mut self,
+        m: &Model,
+        tokens: &[u32],
+        independent: bool,
         prefill: Prefill,
         want: Logits,
         sink: &mut dyn FnMut(usize, &[f32]),
@@ -126,19 +242,6 @@ impl Forward {
         if n == 0 {
             return Ok(ForwardStats::default());
         }
-        if n > self.dims.n_batch {
-            return Err(Error::Usage(format!(
-                "a batch of {n} tokens exceeds the batch size {}",
-                self.dims.n_batch
-            )));
-        }
-        if pos0 + n > self.dims.n_ctx {
-            return Err(Error::Usage(format!(
-                "positions {pos0}..{} exceed the context of {} tokens; raise -c",
-                pos0 + n,
-                self.dims.n_ctx
-            )));
-        }
         self.embed(m, tokens)?;
         let mut stats = ForwardStats::default();
         let passes = m.cfg.plan.passes();
@@ -146,19 +249,24 @@ impl Forward {
             match self.steps[si].segment.clone() {
                 Segment::Acyclic(layers) => {
                     for il in layers {
-                        self.layer(m, il, 0..n, pos0);
+                        self.layer(m, il, 0..n);
+                    }
+                }
+                Segment::Cyclic(layers) if independent => {
+                    for il in layers {
+                        self.layer(m, il, 0..n);
                     }
                 }
                 // One token, or a prompt no longer than the pass count, goes token by token:
                 // exact, and what the passes would converge to anyway.
                 Segment::Cyclic(layers) => match prefill {
                     Prefill::Iterative { tolerance } if n > passes => {
-                        stats.passes += self.iterate(m, si, layers, n, pos0, passes, tolerance);
+                        stats.passes += self.iterate(m, si, layers, n, passes, tolerance);
                     }
                     _ => {
                         for r in 0..n {
                             for il in layers.clone() {
-                                self.layer(m, il, r..r + 1, pos0 + r);
+                                self.layer(m, il, r..r + 1);
                             }
                         }
                     }
@@ -172,22 +280,22 @@ impl Forward {
     /// The iterative parallel prefill of one cyclic group (step `si`): every pass starts from the
     /// same input states; the layers that attend up read the producers' K/V of the previous pass
     /// (zeros in the first); the last pass leaves its K/V in the cache and its output in `x`.
-    #[allow(clippy::too_many_arguments)]
+    /// The rows are `n` consecutive positions of one session.
     fn iterate(
         &mut self,
         m: &Model,
         si: usize,
         layers: Range<usize>,
         n: usize,
-        pos0: usize,
         passes: usize,
         tol: Option<f32>,
     ) -> usize {
         let e = m.cfg.n_embd;
+        let Row { slot, pos: pos0 } = self.rows[0];
         let positions = pos0..pos0 + n;
         self.s.x_in[..n * e].copy_from_slice(&self.s.x[..n * e]);
         for &p in &self.steps[si].producers {
-            self.cache.zero(p, positions.clone());
+            self.slots[slot].cache.zero(p, positions.clone());
         }
         let mut ran = 0;
         for pass in 0..passes {
@@ -195,14 +303,14 @@ impl Forward {
                 self.s.x[..n * e].copy_from_slice(&self.s.x_in[..n * e]);
             }
             if tol.is_some() {
-                self.snapshot_kv(si, positions.clone());
+                self.snapshot_kv(si, slot, positions.clone());
             }
             for il in layers.clone() {
-                self.layer(m, il, 0..n, pos0);
+                self.layer(m, il, 0..n);
             }
             ran += 1;
             if let Some(t) = tol {
-                if pass > 0 && self.kv_change(si, positions.clone()) <= t {
+                if pass > 0 && self.kv_change(si, slot, positions.clone()) <= t {
                     break;
                 }
             }
@@ -210,18 +318,19 @@ impl Forward {
         ran
     }
 
-    /// Copies the K/V of step `si`'s producers at `pos` into the snapshot.
-    fn snapshot_kv(&mut self, si: usize, pos: Range<usize>) {
-        let per = 2 * pos.len() * self.cache.layout().pos_bytes();
+    /// Copies the K/V of step `si`'s producers in `slot` at `pos` into the snapshot.
+    fn snapshot_kv(&mut self, si: usize, slot: usize, pos: Range<usize>) {
+        let cache = &self.slots[slot].cache;
+        let per = 2 * pos.len() * cache.layout().pos_bytes();
         for (j, &p) in self.steps[si].producers.iter().enumerate() {
-            self.cache
-                .copy_out(p, pos.clone(), &mut self.s.snapshot[j * per..(j + 1) * per]);
+            cache.copy_out(p, pos.clone(), &mut self.s.snapshot[j * per..(j + 1) * per]);
         }
     }
 
     /// Largest absolute change of any producer K/V element of step `si` since `snapshot_kv`.
-    fn kv_change(&mut self, si: usize, pos: Range<usize>) -> f32 {
-        let layout = *self.cache.layout();
+    fn kv_change(&mut self, si: usize, slot: usize, pos: Range<usize>) -> f32 {
+        let cache = &self.slots[slot].cache;
+        let layout = *cache.layout();
         let (rb, hd, pb) = (layout.row_bytes(), layout.head_dim, layout.pos_bytes());
         let per = 2 * pos.len() * pb;
         let mut worst = 0f32;
@@ -229,8 +338,8 @@ impl Forward {
         for (j, &p) in self.steps[si].producers.iter().enumerate() {
             let old = &self.s.snapshot[j * per..(j + 1) * per];
             let (old_k, old_v) = old.split_at(per / 2);
-            let k = &self.cache.k(p)[pos.start * pb..pos.end * pb];
-            let v = &self.cache.v(p)[pos.start * pb..pos.end * pb];
+            let k = &cache.k(p)[pos.start * pb..pos.end * pb];
+            let v = &cache.v(p)[pos.start * pb..pos.end * pb];
             for (cur, was) in [(k, old_k), (v, old_v)] {
                 for (cr, wr) in cur.chunks_exact(rb).zip(was.chunks_exact(rb)) {
                     self.kern.dequantize_row(layout.ty, cr, &mut a[..hd]);
@@ -274,9 +383,9 @@ impl Forward {
         Ok(())
     }
 
-    /// One transformer block over batch rows `rows` (positions pos0, pos0+1, ...):
-    /// x += attention(norm(x)); x += ffn(norm(x)).
-    fn layer(&mut self, m: &Model, il: usize, rows: Range<usize>, pos0: usize) {
+    /// One transformer block over batch rows `rows` (their sessions and positions in
+    /// `self.rows`): x += attention(norm(x)); x += ffn(norm(x)).
+    fn layer(&mut self, m: &Model, il: usize, rows: Range<usize>) {
         let b = Block {
             kern: self.kern,
             m,
@@ -284,7 +393,7 @@ impl Forward {
             w: &m.weights.layers[il],
             il,
             n: rows.len(),
-            pos0,
+            rows: &self.rows[rows.clone()],
             n_ctx: self.dims.n_ctx,
         };
         let (e, s) = (m.cfg.n_embd, &mut self.s);
@@ -296,7 +405,7 @@ impl Forward {
             b.cfg.rms_eps,
             &mut s.xn,
         );
-        b.attention(s, &mut self.cache);
+        b.attention(s, &mut self.slots);
         b.residual(
             s,
             &b.w.wo,
@@ -355,14 +464,24 @@ impl Forward {
                 &mut s.logits,
             );
             for r in 0..c {
-                sink(start + r, &s.logits[r * v..(r + 1) * v]);
+                let row = &s.logits[r * v..(r + 1) * v];
+                sink(start + r, row);
+                let slot = self.rows[start + r].slot;
+                if slot != self.rows[n - 1].slot {
+                    // Rows of other sessions in a decode batch: each is its session's last.
+                    self.slots[slot].last.copy_from_slice(row);
+                }
             }
             start = end;
         }
         // Row n - 1 is the last one asked for either way; it is in the logits of the last chunk.
+        // A decode batch keeps every row's logits in its own slot as they are made (above).
         let last_chunk_start = rows.start + (rows.len() - 1) / chunk * chunk;
         let r = n - 1 - last_chunk_start;
-        self.last.copy_from_slice(&s.logits[r * v..(r + 1) * v]);
+        let slot = self.rows[n - 1].slot;
+        self.slots[slot]
+            .last
+            .copy_from_slice(&s.logits[r * v..(r + 1) * v]);
     }
 }
 
@@ -373,8 +492,8 @@ enum Input {
     Gate(usize),
 }
 
-/// One transformer block applied to `n` rows at positions `pos0..`: the model, the layer's
-/// weights and where in the plan it stands. Its steps read like the math; all memory is the
+/// One transformer block applied to `n` batch rows (each a session's slot and position): the
+/// model, the layer's weights and where in the plan it stands. Its steps read like the math; all memory is the
 /// session's scratch and cache, passed in.
 struct Block<'a> {
     kern: &'static Kernels,
@@ -383,7 +502,7 @@ struct Block<'a> {
     w: &'a LayerWeights,
     il: usize,
     n: usize,
-    pos0: usize,
+    rows: &'a [Row],
     n_ctx: usize,
 }
 
@@ -395,9 +514,9 @@ impl Block<'_> {
     /// Attention of the rows normalised into `xn`: q, k, v = projections of xn; RoPE; producers
     /// cache k, v; each head attends over its source layer's cache. Leaves the heads' output,
     /// row by row, in `xn`.
-    fn attention(&self, s: &mut Scratch, cache: &mut KvCache) {
+    fn attention(&self, s: &mut Scratch, slots: &mut [Slot]) {
         self.project_qkv(s);
-        self.rotate_and_cache(s, cache);
+        self.rotate_and_cache(s, slots);
         // Phi-3 and Gemma 3 scale the queries themselves (llama.cpp does too: it changes
         // rounding); the others scale the scores.
         let qd = self.cfg.q_dim();
@@ -408,7 +527,7 @@ impl Block<'_> {
         } else {
             self.cfg.attn_scale
         };
-        self.attend(s, cache, scale);
+        self.attend(s, slots, scale);
         // att is [head][row][head_dim]; the output projection wants [row][head][head_dim].
         let (n, hd) = (self.n, self.cfg.head_dim);
         for r in 0..n {
@@ -479,7 +598,7 @@ impl Block<'_> {
 
     /// RoPE: each layer rotates its own queries; producers rotate their keys and cache k, v at
     /// their own positions.
-    fn rotate_and_cache(&self, s: &mut Scratch, cache: &mut KvCache) {
+    fn rotate_and_cache(&self, s: &mut Scratch, slots: &mut [Slot]) {
         let cfg = self.cfg;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_head_kv);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
@@ -491,8 +610,8 @@ impl Block<'_> {
         };
         let factors = self.m.weights.rope_factors.for_context(self.n_ctx);
         let neox = cfg.traits.rope_neox;
-        for r in 0..self.n {
-            let pos = self.pos0 + r;
+        for (r, row) in self.rows.iter().enumerate() {
+            let pos = row.pos;
             let (cos, sin) = s.rope.split_at_mut(cfg.rope.n_rot / 2);
             rope_angles(
                 pos,
@@ -509,24 +628,27 @@ impl Block<'_> {
                 let k = &mut s.k[r * kvd..(r + 1) * kvd];
                 self.kern.rope(k, nkv, hd, cfg.rope.n_rot, cos, sin, neox);
                 let v = &s.v[r * kvd..(r + 1) * kvd];
-                cache.store(self.kern, self.il, pos, k, v);
+                slots[row.slot].cache.store(self.kern, self.il, pos, k, v);
             }
         }
     }
 
-    /// att[h][r] = softmax(scale q·K) V over the positions of the source layer that row r sees,
-    /// one query head per task.
-    fn attend(&self, s: &mut Scratch, cache: &KvCache, scale: f32) {
+    /// att[h][r] = softmax(scale q·K) V over the positions of the source layer that row r sees
+    /// in its own session's cache, one query head per task.
+    fn attend(&self, s: &mut Scratch, slots: &[Slot], scale: f32) {
         let cfg = self.cfg;
         let (n, hd, qd) = (self.n, cfg.head_dim, cfg.q_dim());
         let src = cfg.plan.sources[self.il];
-        let kv = KvView {
-            layout: *cache.layout(),
-            k: cache.k(src),
-            v: cache.v(src),
+        let kv = |slot: usize| {
+            let cache = &slots[slot].cache;
+            KvView {
+                layout: *cache.layout(),
+                k: cache.k(src),
+                v: cache.v(src),
+            }
         };
         let group = cfg.n_head / cfg.n_head_kv;
-        let (n_ctx, kern, plan, il, pos0) = (self.n_ctx, self.kern, &cfg.plan, self.il, self.pos0);
+        let (n_ctx, kern, plan, il, rows) = (self.n_ctx, self.kern, &cfg.plan, self.il, self.rows);
         let (floats, bytes) = AttnScratch::len(n_ctx, hd);
         let q = &s.q;
         s.att[..n * qd]
@@ -536,11 +658,11 @@ impl Block<'_> {
             .enumerate()
             .for_each(|(h, ((out_h, f), b))| {
                 let mut scratch = AttnScratch::new(f, b, n_ctx, hd);
-                for r in 0..n {
+                for (r, row) in rows.iter().enumerate() {
                     let query = AttnQuery {
-                        kv,
+                        kv: kv(row.slot),
                         kv_head: h / group,
-                        visible: plan.visible(il, pos0 + r),
+                        visible: plan.visible(il, row.pos),
                         q: &q[r * qd + h * hd..r * qd + (h + 1) * hd],
                         scale,
                         // llama.cpp's x86 build sums a batch's attention values in another

@@ -1,0 +1,419 @@
+//! The engine: one thread that owns the model's forward pass and `parallel` session slots carved
+//! from one arena. Each step it admits waiting requests into free slots, runs one bounded chunk
+//! of one prefilling session, then one batched decode step in which the next token of every
+//! decoding session goes through each weight matrix together. Events go back over each
+//! request's channel without blocking: a reader that is gone or far behind is cancelled and its
+//! slot freed at once, so no client can stall the loop.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lckv_kernels::Kernels;
+
+use crate::chat::ChatTemplate;
+use crate::model::forward::{Forward, Logits, Prefill, Row};
+use crate::model::Model;
+use crate::sampler::Sampler;
+use crate::server::request::{EngineHandle, Event, Finish, Prompt, Request, Usage};
+use crate::server::stats::{ServerInfo, Stats};
+use crate::session::{auto_strategy, PrefillChoice, SessionPlan};
+use crate::stop::{StopMatcher, StopStep};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::{Error, Result};
+
+/// How the engine schedules.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Requests that may wait for a free slot; more get `Refused::Busy`.
+    pub queue_limit: usize,
+    /// Most prompt tokens prefilled in one step, so that a long prompt does not stall the
+    /// other sessions' generation for longer than one chunk.
+    pub prefill_chunk: usize,
+}
+
+/// What the engine needs of the model besides the forward pass.
+pub struct EngineModel {
+    pub model: &'static Model,
+    pub kern: &'static Kernels,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+}
+
+/// Starts the engine thread for `plan` (its `sessions` are the slots). The arena is allocated
+/// and touched before this returns, so a caller that reports readiness afterwards tells the
+/// truth.
+pub fn spawn(
+    m: EngineModel,
+    plan: &SessionPlan,
+    info: ServerInfo,
+    opts: EngineOptions,
+) -> Result<(EngineHandle, JoinHandle<()>)> {
+    let slots = plan.memory.sessions;
+    let fwd = Forward::new(m.model, m.kern, plan.memory.dims, slots)?;
+    let prefill = match plan.opts.prefill {
+        PrefillChoice::Sequential => Prefill::Sequential,
+        PrefillChoice::Iterative => Prefill::Iterative {
+            tolerance: plan.opts.early_exit,
+        },
+        PrefillChoice::Auto => auto_strategy(m.model, m.kern, plan.opts.early_exit),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(opts.queue_limit.max(1));
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = EngineHandle::new(tx, Arc::clone(&stats), Arc::new(info), Arc::clone(&stop));
+    let chunk = opts.prefill_chunk.clamp(1, plan.memory.dims.n_batch);
+    let mut engine = Engine {
+        m,
+        fwd,
+        prefill,
+        chunk,
+        n_ctx: plan.memory.dims.n_ctx,
+        slots: (0..slots).map(|_| None).collect(),
+        waiting: VecDeque::new(),
+        rows: Vec::with_capacity(slots),
+        tokens: Vec::with_capacity(slots),
+        stats: Arc::clone(&stats),
+        stop,
+        next_prefill: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name("lckv-engine".into())
+        .spawn(move || {
+            // Parallel kernels started from a rayon worker use its own deque (no allocation).
+            rayon::scope(|_| engine.run(rx));
+        })
+        .map_err(|e| Error::io("starting the engine thread", e))?;
+    stats.set_ready();
+    Ok((handle, thread))
+}
+
+/// A request in a slot.
+struct Active {
+    events: std::sync::mpsc::SyncSender<Event>,
+    sampler: Sampler,
+    prompt: Vec<u32>,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    /// Positions in the cache.
+    n_past: usize,
+    /// The token sampled last, to be run at the next decode step.
+    pending: Option<u32>,
+    generated: usize,
+    max_tokens: usize,
+    stream: StreamDecoder,
+    stop: StopMatcher,
+    started: Instant,
+    first_token: Option<Instant>,
+    prompt_done: Option<Instant>,
+}
+
+/// What happened to a slot after a step.
+enum Outcome {
+    Going,
+    Finished(Finish),
+    /// The reader is gone or too far behind: free the slot, send nothing more.
+    Gone,
+}
+
+struct Engine {
+    m: EngineModel,
+    fwd: Forward,
+    prefill: Prefill,
+    chunk: usize,
+    n_ctx: usize,
+    slots: Vec<Option<Active>>,
+    waiting: VecDeque<Request>,
+    rows: Vec<Row>,
+    tokens: Vec<u32>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    /// Round-robin start for choosing the session to prefill.
+    next_prefill: usize,
+}
+
+impl Engine {
+    fn run(&mut self, rx: Receiver<Request>) {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                self.cancel_all("the server is shutting down");
+                return;
+            }
+            let busy = self.slots.iter().any(Option::is_some);
+            // Idle: wait for a request (waking now and then to see a shutdown).
+            if !busy && self.waiting.is_empty() {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(r) => self.waiting.push_back(r),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(r) = rx.try_recv() {
+                self.waiting.push_back(r);
+            }
+            self.admit();
+            let t = Instant::now();
+            self.prefill_step();
+            let decoded = self.decode_step();
+            if decoded > 0 {
+                self.stats
+                    .set_rate(decoded as f64 / t.elapsed().as_secs_f64().max(1e-9));
+            }
+            let kv: usize = self.slots.iter().flatten().map(|a| a.n_past).sum();
+            self.stats.set_kv_tokens(kv);
+        }
+    }
+
+    /// Moves waiting requests into free slots, tokenizing their prompts.
+    fn admit(&mut self) {
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let Some(r) = self.waiting.pop_front() else {
+                return;
+            };
+            match self.tokenize(&r.prompt) {
+                Ok(prompt) => {
+                    self.stats.admitted_one();
+                    self.slots[free] = Some(Active {
+                        sampler: Sampler::new(
+                            crate::sampler::SamplerConfig {
+                                repeat_last_n: r.sampling.repeat_last_n.min(self.n_ctx),
+                                ..r.sampling
+                            },
+                            self.m.model.cfg.n_vocab,
+                        ),
+                        events: r.events,
+                        prompt,
+                        prefilled: 0,
+                        n_past: 0,
+                        pending: None,
+                        generated: 0,
+                        max_tokens: r.max_tokens,
+                        stream: StreamDecoder::new(),
+                        stop: StopMatcher::new(r.stop),
+                        started: Instant::now(),
+                        first_token: None,
+                        prompt_done: None,
+                    });
+                }
+                Err(why) => {
+                    self.stats.dropped_queued();
+                    let _ = r.events.try_send(Event::Error(why));
+                }
+            }
+        }
+    }
+
+    fn tokenize(&self, prompt: &Prompt) -> std::result::Result<Vec<u32>, String> {
+        let tok = &self.m.tokenizer;
+        let ids = match prompt {
+            Prompt::Text(t) => tok.encode(t, true, false),
+            Prompt::Chat(msgs) => self
+                .m
+                .template
+                .render(msgs, true)
+                .and_then(|text| tok.encode(&text, true, true)),
+        }
+        .map_err(|e| e.to_string())?;
+        if ids.is_empty() {
+            return Err("the prompt is empty: give some text".into());
+        }
+        if ids.len() >= self.n_ctx {
+            return Err(format!(
+                "the prompt has {} tokens but each session's context holds {}; shorten the prompt or start the server with a larger -c",
+                ids.len(),
+                self.n_ctx
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Runs one chunk of one session's prompt; a session whose prompt is done samples its first
+    /// token.
+    fn prefill_step(&mut self) {
+        let n = self.slots.len();
+        let Some(slot) = (0..n)
+            .map(|i| (self.next_prefill + i) % n)
+            .find(|&i| matches!(&self.slots[i], Some(a) if a.prefilled < a.prompt.len()))
+        else {
+            return;
+        };
+        self.next_prefill = (slot + 1) % n;
+        let a = self.slots[slot].as_mut().expect("chosen above");
+        let end = (a.prefilled + self.chunk).min(a.prompt.len());
+        let last = end == a.prompt.len();
+        let want = if last { Logits::Last } else { Logits::None };
+        let result = self.fwd.forward(
+            self.m.model,
+            slot,
+            &a.prompt[a.prefilled..end],
+            a.n_past,
+            self.prefill,
+            want,
+            &mut |_, _| {},
+        );
+        if let Err(e) = result {
+            self.fail(slot, e.to_string());
+            return;
+        }
+        a.n_past += end - a.prefilled;
+        a.prefilled = end;
+        if last {
+            for &t in &a.prompt {
+                a.sampler.accept(t);
+            }
+            a.prompt_done = Some(Instant::now());
+            self.stats.add_tokens(a.prompt.len() as u64, 0);
+            self.sample(slot);
+        }
+    }
+
+    /// One token for every decoding session, in one batch. Returns the tokens run.
+    fn decode_step(&mut self) -> usize {
+        self.rows.clear();
+        self.tokens.clear();
+        for (i, a) in self.slots.iter().enumerate() {
+            if let Some(t) = a.as_ref().and_then(|a| a.pending) {
+                self.rows.push(Row {
+                    slot: i,
+                    pos: self.slots[i].as_ref().map_or(0, |a| a.n_past),
+                });
+                self.tokens.push(t);
+            }
+        }
+        if self.rows.is_empty() {
+            return 0;
+        }
+        let result = self
+            .fwd
+            .decode_batch(self.m.model, &self.tokens, &self.rows, &mut |_, _| {});
+        if let Err(e) = result {
+            for r in 0..self.rows.len() {
+                self.fail(self.rows[r].slot, e.to_string());
+            }
+            return 0;
+        }
+        for r in 0..self.rows.len() {
+            let slot = self.rows[r].slot;
+            if let Some(a) = self.slots[slot].as_mut() {
+                a.n_past += 1;
+                a.pending = None;
+            }
+            self.sample(slot);
+        }
+        self.stats.add_tokens(0, self.rows.len() as u64);
+        self.rows.len()
+    }
+
+    /// Samples the next token of `slot` from its last logits, streams its text and decides
+    /// whether the generation goes on.
+    fn sample(&mut self, slot: usize) {
+        let outcome = {
+            let logits = self.fwd.last_logits(slot);
+            let tok = &self.m.tokenizer;
+            let a = self.slots[slot].as_mut().expect("sampled slots are active");
+            next_token(a, tok, logits, self.n_ctx)
+        };
+        match outcome {
+            Outcome::Going => {}
+            Outcome::Finished(finish) => self.finish(slot, finish),
+            Outcome::Gone => self.release(slot),
+        }
+    }
+
+    fn finish(&mut self, slot: usize, finish: Finish) {
+        let Some(mut a) = self.slots[slot].take() else {
+            return;
+        };
+        // Bytes of an unfinished character and text held back for a stop string that never
+        // came are still the answer's.
+        let tail = a.stream.flush();
+        let rest = match a.stop.push(&tail) {
+            StopStep::Go(text) => text + &a.stop.finish(),
+            StopStep::Stop(text) => text,
+        };
+        if !rest.is_empty() {
+            let _ = a.events.try_send(Event::Text(rest));
+        }
+        let now = Instant::now();
+        let prompt_done = a.prompt_done.unwrap_or(now);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let _ = a.events.try_send(Event::Done {
+            finish,
+            usage: Usage {
+                prompt_tokens: a.prompt.len(),
+                completion_tokens: a.generated,
+                first_token_ms: ms(a.first_token.unwrap_or(now) - a.started),
+                prompt_ms: ms(prompt_done - a.started),
+                generation_ms: ms(now - prompt_done),
+            },
+        });
+        self.stats.finished_one();
+    }
+
+    fn fail(&mut self, slot: usize, why: String) {
+        if let Some(a) = self.slots[slot].take() {
+            let _ = a.events.try_send(Event::Error(why));
+            self.stats.finished_one();
+        }
+    }
+
+    fn release(&mut self, slot: usize) {
+        if self.slots[slot].take().is_some() {
+            self.stats.finished_one();
+        }
+    }
+
+    fn cancel_all(&mut self, why: &str) {
+        for slot in 0..self.slots.len() {
+            self.fail(slot, why.to_string());
+        }
+        for r in self.waiting.drain(..) {
+            self.stats.dropped_queued();
+            let _ = r.events.try_send(Event::Error(why.to_string()));
+        }
+    }
+}
+
+/// Sends an event; false when the reader is gone or too far behind.
+fn send(a: &Active, ev: Event) -> bool {
+    match a.events.try_send(ev) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+    }
+}
+
+/// Samples, accepts and streams one token of `a`.
+fn next_token(a: &mut Active, tok: &Tokenizer, logits: &[f32], n_ctx: usize) -> Outcome {
+    if a.generated >= a.max_tokens {
+        return Outcome::Finished(Finish::Length);
+    }
+    let t = a.sampler.sample(logits);
+    a.sampler.accept(t);
+    if tok.is_eog(t) {
+        return Outcome::Finished(Finish::Stop);
+    }
+    a.generated += 1;
+    a.first_token.get_or_insert_with(Instant::now);
+    let piece = a.stream.push(tok, t);
+    match a.stop.push(piece) {
+        StopStep::Go(text) => {
+            if !text.is_empty() && !send(a, Event::Text(text)) {
+                return Outcome::Gone;
+            }
+        }
+        StopStep::Stop(text) => {
+            if !text.is_empty() && !send(a, Event::Text(text)) {
+                return Outcome::Gone;
+            }
+            return Outcome::Finished(Finish::Stop);
+        }
+    }
+    if a.generated >= a.max_tokens || a.n_past >= n_ctx {
+        return Outcome::Finished(Finish::Length);
+    }
+    a.pending = Some(t);
+    Outcome::Going
+}
