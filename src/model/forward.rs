@@ -249,12 +249,12 @@ impl Forward {
             match self.steps[si].segment.clone() {
                 Segment::Acyclic(layers) => {
                     for il in layers {
-                        self.layer(m, il, 0..n);
+                        self.layer(m, il, 0..n, independent);
                     }
                 }
                 Segment::Cyclic(layers) if independent => {
                     for il in layers {
-                        self.layer(m, il, 0..n);
+                        self.layer(m, il, 0..n, independent);
                     }
                 }
                 // One token, or a prompt no longer than the pass count, goes token by token:
@@ -266,7 +266,7 @@ impl Forward {
                     _ => {
                         for r in 0..n {
                             for il in layers.clone() {
-                                self.layer(m, il, r..r + 1);
+                                self.layer(m, il, r..r + 1, false);
                             }
                         }
                     }
@@ -306,7 +306,7 @@ impl Forward {
                 self.snapshot_kv(si, slot, positions.clone());
             }
             for il in layers.clone() {
-                self.layer(m, il, 0..n);
+                self.layer(m, il, 0..n, false);
             }
             ran += 1;
             if let Some(t) = tol {
@@ -385,7 +385,7 @@ impl Forward {
 
     /// One transformer block over batch rows `rows` (their sessions and positions in
     /// `self.rows`): x += attention(norm(x)); x += ffn(norm(x)).
-    fn layer(&mut self, m: &Model, il: usize, rows: Range<usize>) {
+    fn layer(&mut self, m: &Model, il: usize, rows: Range<usize>, independent: bool) {
         let b = Block {
             kern: self.kern,
             m,
@@ -394,6 +394,7 @@ impl Forward {
             il,
             n: rows.len(),
             rows: &self.rows[rows.clone()],
+            independent,
             n_ctx: self.dims.n_ctx,
         };
         let (e, s) = (m.cfg.n_embd, &mut self.s);
@@ -503,6 +504,8 @@ struct Block<'a> {
     il: usize,
     n: usize,
     rows: &'a [Row],
+    /// The rows are of distinct sessions (a decode batch).
+    independent: bool,
     n_ctx: usize,
 }
 
@@ -649,6 +652,11 @@ impl Block<'_> {
         };
         let group = cfg.n_head / cfg.n_head_kv;
         let (n_ctx, kern, plan, il, rows) = (self.n_ctx, self.kern, &cfg.plan, self.il, self.rows);
+        // llama.cpp's x86 build sums a prompt's attention values in another order than a single
+        // token's (its GEMM); follow it so that parity holds for prompts and for decoding. Rows
+        // of distinct sessions are each a single token of its own: they keep the one-token
+        // order, so a session decodes to the same bits in a batch as alone.
+        let ggml_batched = n >= 2 && !self.independent;
         let (floats, bytes) = AttnScratch::len(n_ctx, hd);
         let q = &s.q;
         s.att[..n * qd]
@@ -665,10 +673,7 @@ impl Block<'_> {
                         visible: plan.visible(il, row.pos),
                         q: &q[r * qd + h * hd..r * qd + (h + 1) * hd],
                         scale,
-                        // llama.cpp's x86 build sums a batch's attention values in another
-                        // order than a single token's (its GEMM); follow it so that parity
-                        // holds for prompts and for decoding.
-                        batched: n >= 2,
+                        batched: ggml_batched,
                     };
                     kern.attend(&query, &mut scratch, &mut out_h[r * hd..(r + 1) * hd]);
                 }
