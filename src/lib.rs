@@ -3,10 +3,12 @@
 //! Data flow: GGUF file (mmap) -> `gguf` -> `model` (config, KV plan, weights, forward per
 //! architecture) -> `memory` (plan, arena, condensed KV cache) -> `session` (prefill/decode) ->
 //! `sampler` -> `tokenizer` (streaming detokenization). `generate` is the loop over them.
+//! `fs_atomic` is how every output file is written.
 
 pub mod chat;
 pub mod convert;
 pub mod error;
+pub mod fs_atomic;
 pub mod generate;
 pub mod gguf;
 pub mod memory;

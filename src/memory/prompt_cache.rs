@@ -6,12 +6,12 @@
 //! GGUF's metadata and tensor table plus its size), the plan's `layer_types`, the KV type, the
 //! KV geometry and the token ids; then each producer layer's K and V rows for those positions;
 //! last a CRC-32 of everything before it. Any mismatch or damage is reported and the cache is
-//! rebuilt, never trusted. Written to a temporary file and renamed.
+//! rebuilt, never trusted. Written through `fs_atomic`, so never half-written.
 
 use std::path::Path;
 
+use crate::fs_atomic::write_atomic;
 use crate::model::Model;
-use crate::npy::write_atomic;
 use crate::session::Session;
 use crate::{Error, Result};
 
