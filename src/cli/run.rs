@@ -7,7 +7,7 @@ use clap::Args;
 
 use lckv::chat::Message;
 use lckv::generate::{generate, GenerateOptions};
-use lckv::memory::prompt_cache;
+use lckv::prompt_cache;
 use lckv::sampler::Sampler;
 use lckv::Result;
 

@@ -4,4 +4,3 @@
 pub mod arena;
 pub mod kv_cache;
 pub mod plan;
-pub mod prompt_cache;
