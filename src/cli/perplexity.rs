@@ -13,6 +13,9 @@ use lckv::{Error, Result};
 
 use super::ModelArgs;
 
+/// Chunk length when `-c` is not given (llama-perplexity's default).
+const DEFAULT_CHUNK: usize = 512;
+
 #[derive(Args, Debug)]
 pub struct PerplexityArgs {
     #[command(flatten)]
@@ -34,15 +37,15 @@ pub fn log_prob(logits: &[f32], target: usize) -> f64 {
 
 pub fn main(a: PerplexityArgs) -> Result<()> {
     let mut args = a.model.clone();
-    if args.ctx == "2048" {
-        args.ctx = "512".into();
-    }
-    let n_ctx: usize = args.ctx.parse().ok().filter(|&c| c >= 16).ok_or_else(|| {
-        Error::Usage(format!(
-            "-c {}: perplexity needs a context of at least 16 tokens",
-            args.ctx
-        ))
-    })?;
+    let n_ctx = match args.ctx.as_deref() {
+        None => DEFAULT_CHUNK,
+        Some(s) => s.parse().ok().filter(|&c| c >= 16).ok_or_else(|| {
+            Error::Usage(format!(
+                "-c {s}: perplexity needs a chunk length of at least 16 tokens (not 'auto')"
+            ))
+        })?,
+    };
+    args.ctx = Some(n_ctx.to_string());
     // A chunk goes through in one call so that iterative prefill sees it whole.
     args.batch = n_ctx;
     let text = std::fs::read_to_string(&a.file)
