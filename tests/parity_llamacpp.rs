@@ -25,6 +25,7 @@ mod common;
 
 use common::{load_model, prompt_logits, rel_err};
 use lckv::model::Model;
+use lckv::perplexity::log_prob;
 use lckv::reference::{LlamaCpp, RefOptions};
 use lckv::session::{Session, SessionOptions};
 use lckv_kernels::{GgmlType, KernelPath};
@@ -264,10 +265,7 @@ fn perplexity_matches_llamacpp() {
         }
         let logits = reference.logits(&chunk);
         for i in n_ctx / 2..n_ctx - 1 {
-            let l = &logits[i * v..(i + 1) * v];
-            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
-            nll -= l[chunk[i + 1] as usize] as f64 - max - sum.ln();
+            nll -= log_prob(&logits[i * v..(i + 1) * v], chunk[i + 1] as usize);
             count += 1;
         }
     }
