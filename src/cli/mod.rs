@@ -1,5 +1,5 @@
 //! The `lckv` command line: argument groups shared by the subcommands, and model/session
-//! set-up from them. Each subcommand lives in its own file.
+//! set-up from them. Each subcommand lives in its own file (`convert` and `quantize` share one).
 
 pub mod bench;
 pub mod chat;
