@@ -1,6 +1,6 @@
-//! The generation loop shared by `lckv run`, `lckv chat` and the examples: prefill the prompt,
-//! then sample, stream text and decode until an end-of-generation token, the token limit or a
-//! full context. After the prompt it allocates nothing per token.
+//! The generation loop shared by `lckv run` and `lckv chat`: prefill the prompt, then sample,
+//! stream text and decode until an end-of-generation token, the token limit or a full context.
+//! After the prompt it allocates nothing per token.
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,10 @@
-//! Minimal `.npy` (NumPy format 1.0) for 2-D little-endian float32 arrays: what `lckv logits`
-//! writes and the tests read. Written to a temporary file and renamed, never half-written.
+//! Minimal `.npy` for little-endian float32 arrays: `lckv logits` writes 2-D ones (format 1.0,
+//! through `fs_atomic`, so never half-written), and the tests read them and the fixtures (any
+//! shape, formats 1 to 3).
 
-use std::io::Write;
 use std::path::Path;
 
+use crate::fs_atomic::write_atomic_with;
 use crate::{Error, Result};
 
 /// Writes `data` (rows x cols, row-major) to `path` atomically.
@@ -20,14 +21,22 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.div_ceil(64) * 64 - unpadded));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    write_atomic(path, &bytes)
+    // Streamed in blocks: a whole prompt's logits can be gigabytes (positions x vocabulary).
+    write_atomic_with(path, |w| {
+        w.write_all(b"\x93NUMPY\x01\x00")?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        let mut block = Vec::with_capacity(4 << 16);
+        for values in data.chunks(1 << 16) {
+            block.clear();
+            for v in values {
+                block.extend_from_slice(&v.to_le_bytes());
+            }
+            w.write_all(&block)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Reads a float32 `.npy` of any shape: (shape, values).
@@ -81,33 +90,6 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     ))
-}
-
-/// Writes bytes to a temporary file beside `path`, syncs and renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("writing {}", path.display()), e));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

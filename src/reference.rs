@@ -1,7 +1,9 @@
 //! llama.cpp as the parity oracle (cargo feature `reference`), through the raw FFI of
 //! `llama-cpp-sys-2`: load a GGUF, tokenize, logits for every position of a batch, greedy decoding
 //! and timed decoding for side-by-side benches. Used by tests and benches only, never by the
-//! runtime; it is the one file of the crate with `unsafe`, each block justified where it stands.
+//! runtime. Its `unsafe` is the FFI with llama.cpp (calls, the memory they hand back, a log
+//! callback), each block justified where it stands. The crate's other `unsafe` is in
+//! `reference_ggml` (FFI too), `gguf::file` (mapping the model) and `memory::arena`.
 //! Its methods panic on llama.cpp failures: an oracle that cannot answer must stop the test.
 
 use std::ffi::{c_char, c_void, CString};

@@ -153,10 +153,6 @@ impl Sampler {
             + repeat_last_n * std::mem::size_of::<u32>()
     }
 
-    pub fn config(&self) -> &SamplerConfig {
-        &self.cfg
-    }
-
     /// Picks the next token from `logits` (one per vocabulary id; entries past the vocabulary
     /// size given at construction are ignored). NaN counts as -inf; if nothing is finite or
     /// +inf, the lowest id among the largest values wins, so all -inf gives 0.

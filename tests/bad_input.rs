@@ -4,13 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn lckv(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::lckv(args);
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().unwrap_or(-1), text)

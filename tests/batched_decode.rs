@@ -55,6 +55,8 @@ fn alone(m: &Model, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
     out
 }
 
+// `step` indexes every session's expected logits and drives the decode: a counted loop reads best.
+#[allow(clippy::needless_range_loop)]
 fn check(model: &str) {
     let m = Model::load(&common::model_path(model), &LoadOptions::default()).unwrap();
     let tok = m.tokenizer().unwrap();

@@ -6,15 +6,16 @@
 //! bf16/f16 to f32 is exact, so any difference is a converter bug (wrong shard, wrong byte
 //! order, a dtype read as another), not rounding.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::{f32_session, prompt_logits, rel_err};
 use half::{bf16, f16};
 use lckv::convert::{convert, ConvertOptions};
 use lckv::gguf::GgufFile;
-use lckv::model::forward::Logits;
-use lckv::model::{LoadOptions, Model};
-use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::session::PrefillChoice;
 use lckv_kernels::GgmlType;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -24,7 +25,7 @@ use serde_json::{json, Value};
 type Tensor = (String, Vec<usize>, Vec<f32>);
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lckv/standard")
+    common::fixture("lckv/standard")
 }
 
 /// The fixture's tensors in a fixed (sorted) order.
@@ -247,14 +248,8 @@ fn half_precision_logits_stay_near_pytorch_f32() {
     let fx = fixture();
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(fx.join("cases.json")).unwrap()).unwrap();
-    let prompt: Vec<u32> = cases["cases"]["prompt_sequential"]["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let prompt = common::token_ids(&cases["cases"]["prompt_sequential"]["tokens"]);
     let (_, want) = lckv::npy::read_f32(&fx.join("prompt_sequential_logits.npy")).unwrap();
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
     let tensors = fixture_tensors();
     let mut errors = Vec::new();
     for (tag, dtype, tol) in [
@@ -264,28 +259,9 @@ fn half_precision_logits_stay_near_pytorch_f32() {
     ] {
         let dir = scratch(&format!("logits-{tag}"));
         write_checkpoint(&dir, &tensors, dtype, 1);
-        let m = Model::load(&convert_f32(&dir).unwrap(), &LoadOptions::default()).unwrap();
-        let v = m.cfg.n_vocab;
-        let opts = SessionOptions {
-            n_ctx: 64,
-            n_batch: 64,
-            kv_type: GgmlType::F32,
-            prefill: PrefillChoice::Sequential,
-            early_exit: None,
-            logit_rows: 8,
-        };
-        let mut s = Session::new(&m, lckv_kernels::kernels(), opts).unwrap();
-        let mut got = vec![0f32; prompt.len() * v];
-        s.prefill(&prompt, Logits::All, &mut |i, l| {
-            got[i * v..(i + 1) * v].copy_from_slice(l)
-        })
-        .unwrap();
-        assert_eq!(got.len(), want.len());
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale;
+        let m = common::load_model(&convert_f32(&dir).unwrap());
+        let mut s = f32_session(&m, 64, PrefillChoice::Sequential);
+        let err = rel_err(&prompt_logits(&mut s, &prompt), &want);
         eprintln!("{tag} checkpoint: max |lckv - PyTorch f32| / max |PyTorch| = {err:.2e}");
         errors.push((tag, err, tol));
         drop(s);

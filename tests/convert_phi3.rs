@@ -21,14 +21,15 @@
 //! was 0.2 to 0.4; before it read rope_theta and partial_rotary_factor from transformers 5's
 //! `rope_parameters` too, 0.7 to 0.8.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
-use lckv::convert::{convert, ConvertOptions};
+use std::path::PathBuf;
+
+use common::{f32_session, prompt_logits, rel_err};
 use lckv::gguf::GgufFile;
 use lckv::model::forward::Logits;
-use lckv::model::{LoadOptions, Model};
-use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::model::Model;
+use lckv::session::{PrefillChoice, Session};
 use lckv_kernels::GgmlType;
 use serde_json::Value;
 
@@ -42,17 +43,10 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let dir = common::fixture(name);
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
-    let prompt = cases["prompt"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let prompt = common::token_ids(&cases["prompt"]);
     let n_short = cases["n_short"].as_u64().unwrap() as usize;
     Fixture {
         dir,
@@ -65,61 +59,17 @@ fn npy(f: &Fixture, name: &str) -> Vec<f32> {
     lckv::npy::read_f32(&f.dir.join(name)).unwrap().1
 }
 
-/// Converts the fixture checkpoint to a GGUF of `ty` in the temp dir, under a name no other
-/// test of this run uses (tests run in parallel and may convert the same fixture).
+/// The fixture checkpoint converted to a GGUF of `ty` in the temp dir.
 fn converted(name: &str, ty: GgmlType) -> PathBuf {
-    static SERIAL: AtomicUsize = AtomicUsize::new(0);
-    let out = std::env::temp_dir().join(format!(
-        "lckv-{name}-{}-{}-{}.gguf",
-        ty.name(),
-        std::process::id(),
-        SERIAL.fetch_add(1, Ordering::Relaxed)
-    ));
-    convert(
-        &fixture(name).dir,
-        &out,
-        &ConvertOptions {
-            out_type: ty,
-            vocab_from: None,
-        },
-    )
-    .unwrap();
-    out
+    common::convert_to_temp(&fixture(name).dir, ty)
 }
 
 fn session(m: &Model, n_ctx: usize) -> Session<'_> {
-    let opts = SessionOptions {
-        n_ctx,
-        n_batch: 64,
-        kv_type: GgmlType::F32,
-        prefill: PrefillChoice::Sequential,
-        early_exit: None,
-        logit_rows: 8,
-    };
-    Session::new(m, lckv_kernels::kernels(), opts).unwrap()
-}
-
-/// Logits of every position of `tokens`, prefilled at once in a context of `n_ctx`.
-fn prompt_logits(m: &Model, n_ctx: usize, tokens: &[u32]) -> Vec<f32> {
-    let v = m.cfg.n_vocab;
-    let mut out = vec![0f32; tokens.len() * v];
-    session(m, n_ctx)
-        .prefill(tokens, Logits::All, &mut |i, l| {
-            out[i * v..(i + 1) * v].copy_from_slice(l)
-        })
-        .unwrap();
-    out
-}
-
-/// max |a - b| / max |b|.
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    f32_session(m, n_ctx, PrefillChoice::Sequential)
 }
 
 fn check(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let e = rel(got, want);
+    let e = rel_err(got, want);
     eprintln!("{what}: max |lckv - PyTorch| / max |PyTorch| = {e:.2e}");
     assert!(e <= tol, "{what}: relative logit error {e} > {tol}");
 }
@@ -128,25 +78,25 @@ fn check(what: &str, got: &[f32], want: &[f32], tol: f32) {
 fn check_fixture(name: &str, ty: GgmlType, tol: f32) {
     let f = fixture(name);
     let path = converted(name, ty);
-    let m = Model::load(&path, &LoadOptions::default()).unwrap();
+    let m = common::load_model(&path);
     let v = m.cfg.n_vocab;
     let long = npy(&f, "logits_long.npy");
     let short = npy(&f, "logits_short.npy");
     // The two factor sets must give visibly different logits, or a wrong choice would pass.
     assert!(
-        rel(&long[..f.n_short * v], &short) > 0.1,
+        rel_err(&long[..f.n_short * v], &short) > 0.1,
         "{name}: factor sets too alike"
     );
     let t = ty.name();
     check(
         &format!("{name} {t} long factors, prefill"),
-        &prompt_logits(&m, 64, &f.prompt),
+        &prompt_logits(&mut session(&m, 64), &f.prompt),
         &long,
         tol,
     );
     check(
         &format!("{name} {t} short factors, prefill"),
-        &prompt_logits(&m, f.n_short, &f.prompt[..f.n_short]),
+        &prompt_logits(&mut session(&m, f.n_short), &f.prompt[..f.n_short]),
         &short,
         tol,
     );
@@ -203,8 +153,8 @@ fn phi3_window_shapes_the_fixture() {
         npy(&f, "logits_long_nowindow.npy"),
     );
     let w = 12 * v;
-    assert_eq!(rel(&long[..w], &nowin[..w]), 0.0);
-    assert!(rel(&long[w..], &nowin[w..]) > 0.1);
+    assert_eq!(rel_err(&long[..w], &nowin[..w]), 0.0);
+    assert!(rel_err(&long[w..], &nowin[w..]) > 0.1);
 }
 
 /// The metadata llama.cpp's converter writes for Phi-3, read back from the converted file:

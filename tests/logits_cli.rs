@@ -5,30 +5,19 @@
 
 mod common;
 
-use std::process::Command;
+use common::rel_err;
 
 fn logits(model: &str, extra: &[&str], out: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
     let tokens = "5,17,300,42,9,81,7,1000,3,64,22,15";
-    let o = Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args([
-            "logits",
-            "-m",
-            model,
-            "--tokens",
-            tokens,
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
+    let args = [
+        &["logits", "-m", model, "--tokens", tokens, "-o"],
+        &[out.to_str().unwrap()][..],
+        extra,
+    ]
+    .concat();
+    let o = common::lckv(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     lckv::npy::read_f32(out).unwrap()
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 #[test]
@@ -50,7 +39,7 @@ fn split_matches_whole_prompt() {
         split_args.extend(["--split", "4"]);
         let (shape2, split) = logits(p, &split_args, &dir.join("split.npy"));
         assert_eq!(shape, shape2);
-        let e = max_rel(&split, &whole);
+        let e = rel_err(&split, &whole);
         assert!(
             e <= 1e-5,
             "{model}: --split 4 differs from the whole prompt by {e}"

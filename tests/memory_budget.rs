@@ -5,27 +5,22 @@
 
 mod common;
 
-use std::process::Command;
-
 fn peak_rss(model: &str, budget: &str) -> (usize, usize) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args([
-            "run",
-            "-m",
-            model,
-            "-c",
-            "auto",
-            "--mem-budget",
-            budget,
-            "-p",
-            "The capital of France is",
-            "-n",
-            "16",
-            "--temp",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let out = common::lckv(&[
+        "run",
+        "-m",
+        model,
+        "-c",
+        "auto",
+        "--mem-budget",
+        budget,
+        "-p",
+        "The capital of France is",
+        "-n",
+        "16",
+        "--temp",
+        "0",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let rss = err

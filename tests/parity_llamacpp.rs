@@ -11,7 +11,7 @@
 //! rounding (tests/ggml_ops.rs checks each operator on its own).
 //!
 //! Elsewhere (the portable twins, ARM) the summation order is ggml's generic one and these
-//! tolerances apply, as max |lckv - llama.cpp| / max(1, max |llama.cpp|) over all positions:
+//! tolerances apply, as max |lckv - llama.cpp| / max |llama.cpp| over all positions:
 //! F32 weights 1e-4 (5e-4 for Gemma 3, whose GELU goes through an f16 table); quantized weights
 //! 2e-2 on random models (3e-2 for Gemma 3), 6e-2 on SmolLM2 and 8e-2 on Gemma 3 270M, where a
 //! last-ulp difference that moves an activation across an 8-bit rounding boundary is amplified
@@ -23,8 +23,9 @@
 
 mod common;
 
-use lckv::model::forward::Logits;
-use lckv::model::{LoadOptions, Model};
+use common::{load_model, prompt_logits, rel_err};
+use lckv::model::Model;
+use lckv::perplexity::log_prob;
 use lckv::reference::{LlamaCpp, RefOptions};
 use lckv::session::{Session, SessionOptions};
 use lckv_kernels::{GgmlType, KernelPath};
@@ -87,7 +88,7 @@ fn check_with(rel: &str, tol: f32, allow_ties: bool) -> f32 {
 
 fn compare(rel: &str, tol: f32, allow_ties: bool) -> f32 {
     let path = common::model_path(rel);
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = load_model(&path);
     let tok = model.tokenizer().unwrap();
     let mut reference = LlamaCpp::load(
         &path,
@@ -114,17 +115,7 @@ fn compare(rel: &str, tol: f32, allow_ties: bool) -> f32 {
         );
         let want = reference.logits(&ids);
         let mut s = session(&model);
-        let mut got = vec![0f32; ids.len() * v];
-        s.prefill(&ids, Logits::All, &mut |i, l| {
-            got[i * v..(i + 1) * v].copy_from_slice(l)
-        })
-        .unwrap();
-        let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale;
+        let err = rel_err(&prompt_logits(&mut s, &ids), &want);
         assert!(
             err <= tol,
             "{rel}: logits of {prompt:?} differ by {err:.3e} relative, above {tol:.0e}"
@@ -224,22 +215,19 @@ fn quantized_random_models_match_llamacpp() {
 #[test]
 fn perplexity_matches_llamacpp() {
     let path = common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let text_path = common::repo_root().join("tests/fixtures/text/emma_opening.txt");
+    let text_path = common::fixture("text/emma_opening.txt");
     let n_ctx = 256;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lckv"))
-        .args([
-            "perplexity",
-            "-m",
-            path.to_str().unwrap(),
-            "-f",
-            text_path.to_str().unwrap(),
-            "-c",
-            "256",
-            "--chunks",
-            "4",
-        ])
-        .output()
-        .unwrap();
+    let out = common::lckv(&[
+        "perplexity",
+        "-m",
+        path.to_str().unwrap(),
+        "-f",
+        text_path.to_str().unwrap(),
+        "-c",
+        "256",
+        "--chunks",
+        "4",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -252,7 +240,7 @@ fn perplexity_matches_llamacpp() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {stdout}"));
 
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let model = load_model(&path);
     let tok = model.tokenizer().unwrap();
     let tokens = tok
         .encode(&std::fs::read_to_string(&text_path).unwrap(), true, false)
@@ -277,10 +265,7 @@ fn perplexity_matches_llamacpp() {
         }
         let logits = reference.logits(&chunk);
         for i in n_ctx / 2..n_ctx - 1 {
-            let l = &logits[i * v..(i + 1) * v];
-            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
-            nll -= l[chunk[i + 1] as usize] as f64 - max - sum.ln();
+            nll -= log_prob(&logits[i * v..(i + 1) * v], chunk[i + 1] as usize);
             count += 1;
         }
     }
@@ -299,7 +284,7 @@ fn perplexity_matches_llamacpp() {
 #[test]
 fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
     use lckv::convert::{convert, ConvertOptions};
-    let fixture = common::repo_root().join("tests/fixtures/lckv/standard");
+    let fixture = common::fixture("lckv/standard");
     let dir = std::env::temp_dir().join(format!("lckv-hf-llama-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cfg: serde_json::Value =
@@ -316,12 +301,7 @@ fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap())
             .unwrap();
-    let prompt: Vec<u32> = cases["cases"]["prompt_sequential"]["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let prompt = common::token_ids(&cases["cases"]["prompt_sequential"]["tokens"]);
     let (_, pytorch) = lckv::npy::read_f32(&fixture.join("prompt_sequential_logits.npy")).unwrap();
     for (ty, tol_ref, tol_pt) in [
         (GgmlType::F32, 1e-4f32, 1e-4f32),
@@ -349,19 +329,9 @@ fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
         )
         .unwrap();
         let theirs = reference.logits(&prompt);
-        let model = Model::load(&out, &LoadOptions::default()).unwrap();
-        let v = model.cfg.n_vocab;
-        let mut ours = vec![0f32; prompt.len() * v];
-        session(&model)
-            .prefill(&prompt, Logits::All, &mut |i, l| {
-                ours[i * v..(i + 1) * v].copy_from_slice(l)
-            })
-            .unwrap();
-        let rel = |a: &[f32], b: &[f32]| {
-            let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
-            a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-        };
-        let (e_ref, e_pt) = (rel(&ours, &theirs), rel(&theirs, &pytorch));
+        let model = load_model(&out);
+        let ours = prompt_logits(&mut session(&model), &prompt);
+        let (e_ref, e_pt) = (rel_err(&ours, &theirs), rel_err(&theirs, &pytorch));
         eprintln!(
             "converted {}: lckv vs llama.cpp {e_ref:.2e}, llama.cpp vs PyTorch {e_pt:.2e}",
             ty.name()
@@ -383,40 +353,21 @@ fn converted_llama_checkpoint_matches_llamacpp_and_pytorch() {
 /// window (`logits_long_nowindow.npy`). Tolerances as above: f32 1e-4, q8_0 2e-2.
 #[test]
 fn converted_phi3_checkpoint_matches_llamacpp_and_pytorch() {
-    use lckv::convert::{convert, ConvertOptions};
     for (name, window, pytorch_file) in [
         ("phi3_tiny", Some(12usize), "logits_long_nowindow.npy"),
         ("phi3_partial_rotary", None, "logits_long.npy"),
     ] {
-        let fixture = common::repo_root().join("tests/fixtures").join(name);
+        let fixture = common::fixture(name);
         let cases: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap())
                 .unwrap();
-        let prompt: Vec<u32> = cases["prompt"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let prompt = common::token_ids(&cases["prompt"]);
         let (_, pytorch) = lckv::npy::read_f32(&fixture.join(pytorch_file)).unwrap();
         for (ty, tol_ref, tol_pt) in [
             (GgmlType::F32, 1e-4f32, 1e-4f32),
             (GgmlType::Q8_0, 2e-2, f32::INFINITY),
         ] {
-            let out = std::env::temp_dir().join(format!(
-                "lckv-{name}-{}-{}.gguf",
-                ty.name(),
-                std::process::id()
-            ));
-            convert(
-                &fixture,
-                &out,
-                &ConvertOptions {
-                    out_type: ty,
-                    vocab_from: None,
-                },
-            )
-            .unwrap();
+            let out = common::convert_to_temp(&fixture, ty);
             let mut reference = LlamaCpp::load(
                 &out,
                 &RefOptions {
@@ -429,20 +380,14 @@ fn converted_phi3_checkpoint_matches_llamacpp_and_pytorch() {
             )
             .unwrap();
             let theirs = reference.logits(&prompt);
-            let model = Model::load(&out, &LoadOptions::default()).unwrap();
+            let model = load_model(&out);
             let v = model.cfg.n_vocab;
-            let mut ours = vec![0f32; prompt.len() * v];
-            session(&model)
-                .prefill(&prompt, Logits::All, &mut |i, l| {
-                    ours[i * v..(i + 1) * v].copy_from_slice(l)
-                })
-                .unwrap();
-            let rel = |a: &[f32], b: &[f32]| {
-                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-                a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-            };
+            let ours = prompt_logits(&mut session(&model), &prompt);
             let n = window.unwrap_or(prompt.len()) * v;
-            let (e_ref, e_pt) = (rel(&ours[..n], &theirs[..n]), rel(&theirs, &pytorch));
+            let (e_ref, e_pt) = (
+                rel_err(&ours[..n], &theirs[..n]),
+                rel_err(&theirs, &pytorch),
+            );
             eprintln!(
                 "converted {name} {}: lckv vs llama.cpp {e_ref:.2e} (first {} positions), llama.cpp vs PyTorch {e_pt:.2e}",
                 ty.name(),

@@ -3,37 +3,22 @@
 //! iterative prefill equals sequential prefill on the first m + b positions as the technique
 //! promises, and decoding after a sequential prefill equals running token by token.
 
-use std::path::Path;
+mod common;
 
-use lckv::model::forward::Logits;
+use common::{f32_session, prompt_logits, rel_err};
 use lckv::model::kv_plan::KvPlan;
-use lckv::model::{LoadOptions, Model};
-use lckv::session::{PrefillChoice, Session, SessionOptions};
+use lckv::model::Model;
+use lckv::session::PrefillChoice;
 use lckv_kernels::GgmlType;
 
 fn model() -> Model {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models-lckv/smollm2-135m-lckv-sandwich-middle.Q4_0.gguf");
-    Model::load(&p, &LoadOptions::default()).unwrap()
+    common::load_model(
+        &common::repo_root().join("models-lckv/smollm2-135m-lckv-sandwich-middle.Q4_0.gguf"),
+    )
 }
 
 fn logits(m: &Model, prefill: PrefillChoice, tokens: &[u32]) -> Vec<f32> {
-    let v = m.cfg.n_vocab;
-    let opts = SessionOptions {
-        n_ctx: 128,
-        n_batch: 128,
-        kv_type: GgmlType::F32,
-        prefill,
-        early_exit: None,
-        logit_rows: 8,
-    };
-    let mut s = Session::new(m, lckv_kernels::kernels(), opts).unwrap();
-    let mut out = vec![0f32; tokens.len() * v];
-    s.prefill(tokens, Logits::All, &mut |i, l| {
-        out[i * v..(i + 1) * v].copy_from_slice(l)
-    })
-    .unwrap();
-    out
+    prompt_logits(&mut f32_session(m, 128, prefill), tokens)
 }
 
 #[test]
@@ -63,34 +48,18 @@ fn shipped_model_prefill_strategies_agree_where_they_must() {
     let p = m.cfg.plan.passes();
     let it = logits(&m, PrefillChoice::Iterative, &ids);
     let sq = logits(&m, PrefillChoice::Sequential, &ids);
-    let scale = sq.iter().fold(1f32, |a, x| a.max(x.abs()));
-    let err = it[..p * v]
-        .iter()
-        .zip(&sq[..p * v])
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     // Same arithmetic on the first m + b positions; only batch-dependent summation differs.
-    assert!(err <= 1e-3 * scale, "first {p} positions differ by {err}");
+    let err = rel_err(&it[..p * v], &sq[..p * v]);
+    assert!(err <= 1e-3, "first {p} positions differ by {err} relative");
     // One token at a time from an empty cache is the sequential prefill.
-    let mut s = Session::new(
-        &m,
-        lckv_kernels::kernels(),
-        SessionOptions {
-            n_ctx: 128,
-            kv_type: GgmlType::F32,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut s = f32_session(&m, 128, PrefillChoice::Sequential);
     let mut one = Vec::new();
     for &t in &ids {
         one.extend_from_slice(s.decode(t).unwrap());
     }
-    let err = one
-        .iter()
-        .zip(&sq)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    let err = rel_err(&one, &sq);
     assert!(
-        err <= 1e-3 * scale,
-        "token-by-token vs sequential prefill differ by {err}"
+        err <= 1e-3,
+        "token-by-token vs sequential prefill differ by {err} relative"
     );
 }

@@ -8,9 +8,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use lckv::convert::{convert, ConvertOptions};
 use lckv::model::forward::Logits;
-use lckv::model::{LoadOptions, Model};
+use lckv::model::Model;
 use lckv::sampler::{Sampler, SamplerConfig};
 use lckv::session::{PrefillChoice, Session, SessionOptions};
 use lckv::tokenizer::StreamDecoder;
@@ -63,22 +62,7 @@ fn counted<R: Send>(f: impl FnOnce() -> R + Send) -> (R, usize) {
 }
 
 fn fixture_model(plan: &str) -> Model {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/lckv")
-        .join(plan);
-    let out = std::env::temp_dir().join(format!("lckv-alloc-{plan}-{}.gguf", std::process::id()));
-    convert(
-        &dir,
-        &out,
-        &ConvertOptions {
-            out_type: GgmlType::F32,
-            vocab_from: None,
-        },
-    )
-    .unwrap();
-    let m = Model::load(&out, &LoadOptions::default()).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    m
+    common::load_converted(&common::fixture(&format!("lckv/{plan}")), GgmlType::F32)
 }
 
 fn decode_loop_allocs(model: &Model, prefill: PrefillChoice) -> usize {
@@ -136,11 +120,7 @@ fn no_allocation_per_token_standard_and_lckv() {
 #[test]
 fn no_allocation_per_token_real_model_with_detokenizer() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let m = Model::load(
-        &common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+    let m = common::load_model(&common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"));
     let tok = m.tokenizer().unwrap();
     let opts = SessionOptions {
         n_ctx: 128,

@@ -78,9 +78,13 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     let mut margs = a.model.clone();
     margs.threads = None;
-    let need = a.n_prompt + a.n_gen + 1;
-    if margs.ctx == "2048" && need > 2048 {
-        margs.ctx = need.to_string();
+    // Without -c the context is at least the tests' tokens: prompt, generation and a warm-up.
+    if margs.ctx.is_none() {
+        margs.ctx = Some(
+            (a.n_prompt + a.n_gen + 1)
+                .max(super::DEFAULT_CTX)
+                .to_string(),
+        );
     }
     margs.batch = margs.batch.max(a.n_prompt.min(512)).max(1);
     let model = super::open(&margs)?;

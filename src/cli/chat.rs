@@ -9,6 +9,7 @@ use clap::Args;
 use lckv::chat::{ChatTemplate, Message};
 use lckv::generate::{generate, GenerateOptions};
 use lckv::model::Model;
+use lckv::prefix::reuse_prefix;
 use lckv::tokenizer::Tokenizer;
 use lckv::{Error, Result};
 
@@ -76,13 +77,7 @@ pub fn main(a: ChatArgs) -> Result<()> {
         let text = tmpl.render(&messages, true)?;
         let all = tok.encode(&text, true, true)?;
         // Reuse the cached prefix the new rendering shares with what was processed before.
-        let common = all
-            .iter()
-            .zip(&in_cache)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(all.len().saturating_sub(1));
-        session.set_n_past(common)?;
+        let common = reuse_prefix(&mut session, &in_cache, &all)?;
         let mut sampler = session.sampler(sampler_cfg.clone());
         let mut answer = String::new();
         let stats = generate(

@@ -50,8 +50,8 @@ pub fn main(a: LogitsArgs) -> Result<()> {
     // The prompt part must go through in one forward call for iterative prefill to see it whole.
     let mut args = a.model.clone();
     args.batch = args.batch.max(split);
-    if args.ctx == "2048" && tokens.len() > 2048 {
-        args.ctx = tokens.len().to_string();
+    if args.ctx.is_none() {
+        args.ctx = Some(tokens.len().max(super::DEFAULT_CTX).to_string());
     }
     let mut session = super::session(&args, &model, 8, false)?;
     let v = model.cfg.n_vocab;

@@ -1,5 +1,5 @@
 //! The `lckv` command line: argument groups shared by the subcommands, and model/session
-//! set-up from them. Each subcommand lives in its own file.
+//! set-up from them. Each subcommand lives in its own file (`convert` and `quantize` share one).
 
 pub mod bench;
 pub mod chat;
@@ -20,15 +20,19 @@ use lckv::sampler::SamplerConfig;
 use lckv::session::{PrefillChoice, Session, SessionOptions, SessionPlan};
 use lckv::{Error, Result};
 
+/// The context length when `-c` is not given and the subcommand has no default of its own.
+pub const DEFAULT_CTX: usize = 2048;
+
 /// Options for loading a model and sizing its session.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// GGUF model file.
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
-    /// Context length in tokens, or `auto` (the longest that fits --mem-budget).
-    #[arg(short = 'c', long = "ctx-size", default_value = "2048")]
-    pub ctx: String,
+    /// Context length in tokens, or `auto` (the longest that fits --mem-budget). Default 2048;
+    /// perplexity: 512; bench and logits: 2048, or more when their tokens need it.
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx: Option<String>,
     /// Tokens processed per forward call during prompt processing.
     #[arg(short = 'b', long = "batch-size", default_value_t = 256)]
     pub batch: usize,
@@ -154,14 +158,15 @@ pub fn session<'m>(
         early_exit: args.early_exit,
         logit_rows,
     };
-    opts.n_ctx = match args.ctx.as_str() {
-        "auto" => {
+    opts.n_ctx = match args.ctx.as_deref() {
+        None => DEFAULT_CTX,
+        Some("auto") => {
             let b = budget.ok_or_else(|| {
                 Error::Usage("-c auto needs --mem-budget to know what fits".into())
             })?;
             SessionPlan::longest_context(model, &opts, 1, b, model.cfg.n_ctx_train)?
         }
-        s => s.parse::<usize>().ok().filter(|&c| c > 0).ok_or_else(|| {
+        Some(s) => s.parse::<usize>().ok().filter(|&c| c > 0).ok_or_else(|| {
             Error::Usage(format!(
                 "-c {s}: the context must be a positive number of tokens or 'auto'"
             ))

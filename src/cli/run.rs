@@ -7,7 +7,8 @@ use clap::Args;
 
 use lckv::chat::Message;
 use lckv::generate::{generate, GenerateOptions};
-use lckv::memory::prompt_cache;
+use lckv::prefix::reuse_prefix;
+use lckv::prompt_cache;
 use lckv::Result;
 
 use super::{ModelArgs, SamplingArgs};
@@ -68,14 +69,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     if let Some(pc) = &a.prompt_cache {
         match prompt_cache::load(pc, &mut session) {
             Ok(cached) => {
-                // Keep the shared prefix; the last prompt token is always run to get its logits.
-                start = cached
-                    .iter()
-                    .zip(&prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count()
-                    .min(prompt.len() - 1);
-                session.set_n_past(start)?;
+                start = reuse_prefix(&mut session, &cached, &prompt)?;
                 eprintln!(
                     "lckv: prompt cache restored {start} of {} prompt tokens",
                     prompt.len()

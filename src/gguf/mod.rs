@@ -54,16 +54,6 @@ impl TensorInfo {
     pub fn n_rows(&self) -> usize {
         product(self.dims.get(1..).unwrap_or(&[]))
     }
-
-    /// Length of one row (`dims[0]`).
-    pub fn row_len(&self) -> usize {
-        self.dims.first().copied().unwrap_or(0)
-    }
-
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        self.ty.row_size(self.row_len()).unwrap_or(0)
-    }
 }
 
 fn product(dims: &[usize]) -> usize {

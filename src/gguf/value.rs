@@ -114,10 +114,6 @@ impl Value {
         })
     }
 
-    pub fn is_integer(&self) -> bool {
-        self.as_i128().is_some()
-    }
-
     /// Any integer type holding a non-negative value.
     pub fn as_u64(&self) -> Option<u64> {
         self.as_i128().and_then(|v| u64::try_from(v).ok())

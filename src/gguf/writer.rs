@@ -1,17 +1,16 @@
 //! `GgufWriter`: builds a GGUF v3 file from metadata and tensors and writes it atomically
-//! (temporary file in the target directory, fsync, rename), laid out as llama.cpp does: tensors
-//! in insertion order, each padded to the alignment.
+//! (through `crate::fs_atomic`: temporary file in the target directory, fsync, rename), laid out
+//! as llama.cpp does: tensors in insertion order, each padded to the alignment.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, Write};
+use std::path::Path;
 
 use lckv_kernels::GgmlType;
 
 use super::error::{GgufError, GgufErrorKind};
 use super::parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS};
 use super::value::{type_id, Value, MAX_ARRAY_DEPTH};
+use crate::fs_atomic;
 
 const VERSION: u32 = 3;
 
@@ -222,70 +221,20 @@ impl GgufWriter {
     }
 
     /// Writes the file to `path` through a temporary file in the same directory, synced and then
-    /// renamed over `path`: readers see the old file or the complete new one, never a part.
+    /// renamed over `path` (`crate::fs_atomic`): readers see the old file or the complete new
+    /// one, never a part.
     pub fn write_atomic(&self, path: &Path) -> Result<(), GgufError> {
         if let Some(msg) = &self.refused {
             return Err(invalid(format!("not writing {}: {msg}", path.display())));
         }
-        let Some(file_name) = path.file_name() else {
+        if path.file_name().is_none() {
             return Err(invalid(format!(
                 "output path '{}' does not name a file",
                 path.display()
             )));
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{}",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let guard = TempGuard(Some(tmp.clone()));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| GgufError::io("cannot create temporary file", &tmp, e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        self.write_to(&mut w)
-            .map_err(|e| GgufError::io("cannot write", &tmp, e))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| GgufError::io("cannot write", &tmp, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| GgufError::io("cannot sync", &tmp, e))?;
-        drop(file);
-        fs::rename(&tmp, path)
-            .map_err(|e| GgufError::io(format!("cannot rename {} to", tmp.display()), path, e))?;
-        guard.disarm();
-        // Persist the rename; some filesystems refuse to sync directories, which only weakens
-        // durability across a power cut, so it is not an error.
-        #[cfg(unix)]
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
         }
-        Ok(())
-    }
-}
-
-/// Removes the temporary file unless the rename happened.
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
-        }
+        fs_atomic::write_atomic_with(path, |mut w| self.write_to(&mut w))
+            .map_err(|e| GgufError::io(e.what, &e.path, e.source))
     }
 }
 

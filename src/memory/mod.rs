@@ -6,5 +6,4 @@ pub mod arena;
 pub mod dims;
 pub mod kv_cache;
 pub mod plan;
-pub mod prompt_cache;
 pub mod scratch;

@@ -5,13 +5,14 @@
 //! File layout (little-endian): magic `LCKVPC01`, then a header of model identity (a hash of the
 //! GGUF's metadata and tensor table plus its size), the plan's `layer_types`, the KV type, the
 //! KV geometry and the token ids; then each producer layer's K and V rows for those positions;
-//! last a CRC-32 of everything before it. Any mismatch or damage is reported and the cache is
-//! rebuilt, never trusted. Written to a temporary file and renamed.
+//! last a CRC-32 of everything before it. `load` reports any mismatch or damage (`Rejected`)
+//! instead of trusting the file, and the caller rebuilds it (`lckv run` saves a fresh one).
+//! Written through `fs_atomic`, so never half-written.
 
 use std::path::Path;
 
+use crate::fs_atomic::write_atomic;
 use crate::model::Model;
-use crate::npy::write_atomic;
 use crate::session::Session;
 use crate::{Error, Result};
 
