@@ -13,6 +13,9 @@ use lckv::model::{LoadOptions, Model};
 use lckv::session::{SessionOptions, SessionPlan};
 use lckv::{Error, Result};
 
+/// The most sessions `--parallel auto` reports: far more than any board serves.
+const MOST_SESSIONS: usize = 100_000;
+
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// GGUF file.
@@ -35,6 +38,10 @@ pub struct InspectArgs {
     /// List every tensor.
     #[arg(long = "tensors")]
     pub tensors: bool,
+    /// Plan for N sessions served together, or `auto`: the most sessions of the context (-c,
+    /// default 2048) that fit --mem-budget.
+    #[arg(long = "parallel")]
+    pub parallel: Option<String>,
 }
 
 fn show(v: &Value) -> String {
@@ -142,9 +149,28 @@ pub fn main(a: InspectArgs) -> Result<()> {
         kv_type,
         ..SessionOptions::default()
     };
-    let sessions = 1;
+    let sessions = match a.parallel.as_deref() {
+        None => 1,
+        Some("auto") => {
+            let b = budget.ok_or_else(|| {
+                Error::Usage("--parallel auto needs --mem-budget to know what fits".into())
+            })?;
+            let n = SessionPlan::most_sessions(&model, &opts, b, MOST_SESSIONS)?;
+            println!(
+                "\nmost sessions of {} tokens in {}: {n}",
+                opts.n_ctx,
+                human(b)
+            );
+            n
+        }
+        Some(s) => s.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            Error::Usage(format!(
+                "--parallel {s}: give a positive number of sessions or 'auto'"
+            ))
+        })?,
+    };
     let n_ctx = match (budget, a.ctx) {
-        (Some(b), None) => {
+        (Some(b), None) if a.parallel.as_deref() != Some("auto") => {
             let max = a.ctx_limit.unwrap_or(model.cfg.n_ctx_train);
             let n = SessionPlan::longest_context(&model, &opts, sessions, b, max)?;
             println!("\nlongest context in {}: {n} tokens", human(b));
@@ -154,7 +180,12 @@ pub fn main(a: InspectArgs) -> Result<()> {
     };
     let plan = SessionPlan::new(&model, SessionOptions { n_ctx, ..opts }, sessions)?;
     let m = &plan.memory;
-    println!("\nmemory plan for {n_ctx} tokens:\n{m}");
+    let each = if sessions > 1 {
+        format!(" x {sessions} sessions")
+    } else {
+        String::new()
+    };
+    println!("\nmemory plan for {n_ctx} tokens{each}:\n{m}");
     println!(
         "  the arena buffer by buffer ({} B, padded to {} B each):\n{}",
         m.arena(),
