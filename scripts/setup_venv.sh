@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Creates <repo>/.venv with the Python packages the model scripts need: `gguf` (llama.cpp's own
-# GGUF reader/writer, used by make_random_gguf.py) and `numpy`, at pinned versions so that the
-# random test models are the same bytes on every machine. Idempotent: a venv that already has the
-# pinned versions is left alone.
+# Creates <repo>/.venv with the Python packages the scripts and tests need, at pinned versions:
+# `gguf` (llama.cpp's own GGUF reader/writer, used by make_random_gguf.py) and `numpy`, so that
+# the random test models are the same bytes on every machine; `openai` and `ollama`, the real
+# client libraries that tests/serve_clients.rs drives `lckv serve` with. Idempotent: a venv that
+# already has the pinned versions is left alone.
 #
 # env: PYTHON (interpreter that creates the venv, default python3)
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 python="${PYTHON:-python3}"
-pins=("gguf==0.19.0" "numpy==2.4.6")
+pins=("gguf==0.19.0" "numpy==2.4.6" "openai==3.51.0" "ollama==0.6.3")
 
 have_pins() {
   "$venv/bin/python" - "${pins[@]}" <<'EOF' 2>/dev/null
@@ -20,7 +21,7 @@ for pin in sys.argv[1:]:
     name, want = pin.split("==")
     if version(name) != want:
         sys.exit(1)
-import gguf, numpy  # noqa: F401  (the packages must also import, not just be recorded)
+import gguf, numpy, openai, ollama  # noqa: F401  (the packages must also import, not just be recorded)
 EOF
 }
 

@@ -1,4 +1,5 @@
-//! The `lckv` command line: run, chat, inspect, logits, perplexity, bench, convert, quantize.
+//! The `lckv` command line: run, chat, serve, inspect, logits, perplexity, bench, convert,
+//! quantize.
 
 mod cli;
 
@@ -21,6 +22,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Chat interactively using the model's chat template.
     Chat(cli::chat::ChatArgs),
+    /// Serve the model over HTTP with the OpenAI and Ollama APIs.
+    Serve(cli::serve::ServeArgs),
     /// Show a GGUF file's metadata, tensors, KV plan and memory plan.
     Inspect(cli::inspect::InspectArgs),
     /// Write the logits of every position to a .npy file.
@@ -40,6 +43,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => cli::run::main(a),
         Command::Chat(a) => cli::chat::main(a),
+        Command::Serve(a) => cli::serve::main(a),
         Command::Inspect(a) => cli::inspect::main(a),
         Command::Logits(a) => cli::logits::main(a),
         Command::Perplexity(a) => cli::perplexity::main(a),

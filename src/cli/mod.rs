@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod logits;
 pub mod perplexity;
 pub mod run;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -132,14 +133,12 @@ pub fn open(args: &ModelArgs) -> Result<Model> {
     Ok(model)
 }
 
-/// Builds a session (context, batch, KV type, budget) and prints the plan to stderr.
-pub fn session<'m>(
+/// The session options the arguments ask for (batch, KV type, prefill) with the context still
+/// 0, and the memory budget: what `session` and `serve` build their plans from.
+pub fn session_options(
     args: &ModelArgs,
-    model: &'m Model,
     logit_rows: usize,
-    quiet: bool,
-) -> Result<Session<'m>> {
-    let kern = kernels()?;
+) -> Result<(SessionOptions, Option<usize>)> {
     let kv_type = parse_kv_type(&args.kv_type)?;
     let prefill = PrefillChoice::parse(&args.prefill)?;
     if let Some(t) = args.early_exit {
@@ -150,7 +149,7 @@ pub fn session<'m>(
         }
     }
     let budget = args.mem_budget.as_deref().map(parse_size).transpose()?;
-    let mut opts = SessionOptions {
+    let opts = SessionOptions {
         n_ctx: 0,
         n_batch: args.batch,
         kv_type,
@@ -158,45 +157,85 @@ pub fn session<'m>(
         early_exit: args.early_exit,
         logit_rows,
     };
-    opts.n_ctx = match args.ctx.as_deref() {
-        None => DEFAULT_CTX,
+    Ok((opts, budget))
+}
+
+/// The context `-c` asks for: a number, or `auto` (the longest at which `sessions` sessions fit
+/// the budget).
+pub fn context(
+    args: &ModelArgs,
+    model: &Model,
+    opts: &SessionOptions,
+    sessions: usize,
+    budget: Option<usize>,
+) -> Result<usize> {
+    match args.ctx.as_deref() {
+        None => Ok(DEFAULT_CTX),
         Some("auto") => {
             let b = budget.ok_or_else(|| {
                 Error::Usage("-c auto needs --mem-budget to know what fits".into())
             })?;
-            SessionPlan::longest_context(model, &opts, 1, b, model.cfg.n_ctx_train)?
+            SessionPlan::longest_context(model, opts, sessions, b, model.cfg.n_ctx_train)
         }
         Some(s) => s.parse::<usize>().ok().filter(|&c| c > 0).ok_or_else(|| {
             Error::Usage(format!(
                 "-c {s}: the context must be a positive number of tokens or 'auto'"
             ))
-        })?,
-    };
+        }),
+    }
+}
+
+/// Whether `-c` asks for the longest context that fits.
+pub fn context_is_auto(args: &ModelArgs) -> bool {
+    args.ctx.as_deref() == Some("auto")
+}
+
+/// Prints the model, the kernel path and the memory plan to stderr.
+pub fn print_plan(
+    model: &Model,
+    kern: &lckv_kernels::Kernels,
+    plan: &SessionPlan,
+    budget: Option<usize>,
+) {
+    let c = &model.cfg;
+    eprintln!(
+        "lckv: {} {} layers, {} embd, {} heads ({} kv), vocab {}; kernels: {}",
+        c.arch.name(),
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.n_head_kv,
+        c.n_vocab,
+        kern.path()
+    );
+    eprintln!("lckv: KV plan {}", c.plan);
+    eprintln!(
+        "lckv: memory plan for {} tokens{}:\n{}",
+        plan.opts.n_ctx,
+        budget
+            .map(|b| format!(" (budget {})", human(b)))
+            .unwrap_or_default(),
+        plan.memory
+    );
+}
+
+/// Builds a session (context, batch, KV type, budget) and prints the plan to stderr.
+pub fn session<'m>(
+    args: &ModelArgs,
+    model: &'m Model,
+    logit_rows: usize,
+    quiet: bool,
+) -> Result<Session<'m>> {
+    let kern = kernels()?;
+    let (mut opts, budget) = session_options(args, logit_rows)?;
+    opts.n_ctx = context(args, model, &opts, 1, budget)?;
+    let prefill = opts.prefill;
     let plan = SessionPlan::new(model, opts, 1)?;
     if let Some(b) = budget {
         plan.memory.check(b)?;
     }
     if !quiet {
-        let c = &model.cfg;
-        eprintln!(
-            "lckv: {} {} layers, {} embd, {} heads ({} kv), vocab {}; kernels: {}",
-            c.arch.name(),
-            c.n_layer,
-            c.n_embd,
-            c.n_head,
-            c.n_head_kv,
-            c.n_vocab,
-            kern.path()
-        );
-        eprintln!("lckv: KV plan {}", c.plan);
-        eprintln!(
-            "lckv: memory plan for {} tokens{}:\n{}",
-            plan.opts.n_ctx,
-            budget
-                .map(|b| format!(" (budget {})", human(b)))
-                .unwrap_or_default(),
-            plan.memory
-        );
+        print_plan(model, kern, &plan, budget);
     }
     let mut s = Session::from_plan(model, kern, &plan)?;
     if !quiet && !model.cfg.plan.is_identity() && prefill == PrefillChoice::Auto {

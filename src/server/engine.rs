@@ -139,6 +139,10 @@ impl Engine {
     fn run(&mut self, rx: Receiver<Request>) {
         loop {
             if self.stop.load(Ordering::Acquire) {
+                // Requests still in the channel get their error event too.
+                while let Ok(r) = rx.try_recv() {
+                    self.waiting.push_back(r);
+                }
                 self.cancel_all("the server is shutting down");
                 return;
             }
@@ -303,19 +307,21 @@ impl Engine {
             }
             self.sample(slot);
         }
-        self.stats.add_tokens(0, self.rows.len() as u64);
         self.rows.len()
     }
 
     /// Samples the next token of `slot` from its last logits, streams its text and decides
     /// whether the generation goes on.
     fn sample(&mut self, slot: usize) {
-        let outcome = {
+        let (outcome, produced) = {
             let logits = self.fwd.last_logits(slot);
             let tok = &self.m.tokenizer;
             let a = self.slots[slot].as_mut().expect("sampled slots are active");
-            next_token(a, tok, logits, self.n_ctx)
+            let before = a.generated;
+            let outcome = next_token(a, tok, logits, self.n_ctx);
+            (outcome, a.generated - before)
         };
+        self.stats.add_tokens(0, produced as u64);
         match outcome {
             Outcome::Going => {}
             Outcome::Finished(finish) => self.finish(slot, finish),

@@ -111,15 +111,26 @@ impl EngineHandle {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// Queues a request, or refuses it at once when the queue is full.
+    /// Queues a request, or refuses it at once when `queue_limit` requests already wait.
     pub fn submit(&self, r: Request) -> Result<(), Refused> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Refused::ShuttingDown);
+        }
+        // The count, not the channel, bounds the wait: the engine moves the channel's requests
+        // into its own queue every step. It is taken before sending because the engine may
+        // admit the request (and count it out) before `try_send` returns.
+        if !self.stats.try_queue(self.info.queue_limit.max(1)) {
+            return Err(Refused::Busy);
+        }
         match self.queue.try_send(r) {
-            Ok(()) => {
-                self.stats.queued_one();
-                Ok(())
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stats.dropped_queued();
+                Err(match e {
+                    TrySendError::Full(_) => Refused::Busy,
+                    TrySendError::Disconnected(_) => Refused::ShuttingDown,
+                })
             }
-            Err(TrySendError::Full(_)) => Err(Refused::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(Refused::ShuttingDown),
         }
     }
 

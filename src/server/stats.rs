@@ -64,8 +64,13 @@ impl Stats {
         self.ready.store(true, Ordering::Release);
     }
 
-    pub(crate) fn queued_one(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more waiting request unless `limit` already wait; false when they do.
+    pub(crate) fn try_queue(&self, limit: usize) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// A queued request got a slot.

@@ -153,3 +153,16 @@ pub fn lckv(args: &[&str]) -> Output {
         .output()
         .unwrap_or_else(|e| panic!("cannot run lckv: {e}"))
 }
+
+/// The Python of the project venv (`<repo>/.venv`, made by scripts/setup_venv.sh). A missing venv
+/// is a setup mistake, not a pass: the test fails and says how to make it.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv").join("bin").join("python");
+    if !python.is_file() {
+        panic!(
+            "missing Python venv {}: run scripts/setup_venv.sh",
+            python.display()
+        );
+    }
+    python
+}
