@@ -313,38 +313,20 @@ fn attend_matches_scalar() {
                 (1, 3..3, false),
             ] {
                 let (mut o1, mut o2) = (vec![0f32; 64], vec![1f32; 64]);
-                attention::attend_scalar(
-                    &AttnQuery {
-                        kv: KvView {
-                            layout,
-                            k: &kc,
-                            v: &vc,
-                        },
-                        kv_head: g,
-                        visible: vis.clone(),
-                        q: &q,
-                        scale: 0.125,
-                        batched,
+                let query = AttnQuery {
+                    kv: KvView {
+                        layout,
+                        k: &kc,
+                        v: &vc,
                     },
-                    &mut s1.view(),
-                    &mut o1,
-                );
-                k.attend(
-                    &AttnQuery {
-                        kv: KvView {
-                            layout,
-                            k: &kc,
-                            v: &vc,
-                        },
-                        kv_head: g,
-                        visible: vis.clone(),
-                        q: &q,
-                        scale: 0.125,
-                        batched,
-                    },
-                    &mut s2.view(),
-                    &mut o2,
-                );
+                    kv_head: g,
+                    visible: vis.clone(),
+                    q: &q,
+                    scale: 0.125,
+                    batched,
+                };
+                attention::attend_scalar(&query, &mut s1.view(), &mut o1);
+                k.attend(&query, &mut s2.view(), &mut o2);
                 let tol = if ty == GgmlType::Q8_0 { 1e-5 } else { 0.0 };
                 for (i, (a, b)) in o1.iter().zip(&o2).enumerate() {
                     assert!(
