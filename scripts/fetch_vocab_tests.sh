@@ -11,12 +11,10 @@
 #   LCKV_PYTHON        a Python with the `gguf` package (default <repo>/.venv/bin/python, else python3)
 set -euo pipefail
 
-VERSION=0.3.36
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$REPO/scripts/llama_cpp_sdist.sh"
 MODELS="${LCKV_MODELS:-$REPO/models}"
 DEST="$MODELS/vocab"
-CACHE="${LCKV_SDIST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lckv}"
-SDIST="$CACHE/llama_cpp_python-$VERSION.tar.gz"
 PY="${LCKV_PYTHON:-}"
 if [ -z "$PY" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY=python3; fi
@@ -26,15 +24,12 @@ if ! "$PY" -c 'import gguf' 2>/dev/null; then
     exit 1
 fi
 
-mkdir -p "$CACHE" "$DEST"
-if [ ! -s "$SDIST" ]; then
-    echo "downloading llama-cpp-python==$VERSION sdist into $CACHE"
-    "$PY" -m pip download --no-deps --no-binary :all: -d "$CACHE" "llama-cpp-python==$VERSION"
-fi
+mkdir -p "$DEST"
+fetch_llama_cpp_sdist "$PY"
 
 echo "extracting vocab test files into $DEST"
-tar -xzf "$SDIST" -C "$DEST" --strip-components=4 --wildcards \
-    "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*"
+tar -xzf "$LLAMA_CPP_SDIST" -C "$DEST" --strip-components=4 --wildcards \
+    "$LLAMA_CPP_SDIST_TOP/vendor/llama.cpp/models/ggml-vocab-*"
 
 dump() { # dump GGUF JSON (skipped when the JSON is newer than the GGUF)
     [ "$2" -nt "$1" ] && return 0

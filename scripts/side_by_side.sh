@@ -5,8 +5,9 @@
 # F16C): that build is the parity oracle the tests compare lckv with bit for bit, and it stays
 # in the normal target directory. For speed, llama.cpp should use everything this CPU has, as
 # its own native build would, so this script turns on the ggml options for each feature
-# /proc/cpuinfo lists (AVX-512 and its extensions, AVX-VNNI, AMX) and builds the bench in a
-# separate target directory ($LCKV_BENCH_TARGET_DIR, default target/bench-native). lckv itself
+# /proc/cpuinfo lists (AVX-512 and its extensions, AVX-VNNI, AMX: scripts/ggml_cpu_features.sh,
+# which scripts/build_llama_cpp.sh uses too) and builds the bench in a separate target
+# directory ($LCKV_BENCH_TARGET_DIR, default target/bench-native). lckv itself
 # is built as users get it: portable code with its kernels chosen at run time.
 #
 # Usage: scripts/side_by_side.sh [MODEL.gguf ...]   (default: the real models and, when
@@ -17,20 +18,10 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-if [[ "$(uname -m)" == x86_64 ]]; then
-  flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
-  has() { [[ "$flags" == *" $1 "* ]]; }
-  on() { export "$1=ON"; echo "side_by_side: llama.cpp with $1" >&2; }
-  if has avx512f && has avx512cd && has avx512vl && has avx512dq && has avx512bw; then
-    on GGML_AVX512
-    has avx512vbmi && on GGML_AVX512_VBMI
-    has avx512_vnni && on GGML_AVX512_VNNI
-    has avx512_bf16 && on GGML_AVX512_BF16
-  fi
-  has avx_vnni && on GGML_AVX_VNNI
-  has amx_tile && on GGML_AMX_TILE
-  has amx_int8 && on GGML_AMX_INT8
-  has amx_bf16 && on GGML_AMX_BF16
-fi
+source "$repo/scripts/ggml_cpu_features.sh"
+for opt in $(ggml_cpu_features); do
+  export "$opt=ON"
+  echo "side_by_side: llama.cpp with $opt" >&2
+done
 export CARGO_TARGET_DIR="${LCKV_BENCH_TARGET_DIR:-$repo/target/bench-native}"
 exec cargo bench --features reference --bench side_by_side -- "$@"
