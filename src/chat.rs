@@ -407,7 +407,7 @@ const WEEKDAYS: [&str; 7] = [
 ];
 
 /// Proleptic Gregorian (year, month 1..=12, day 1..=31) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Shift to an era starting on 0000-03-01 so that leap days fall at the end of a year.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
