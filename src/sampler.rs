@@ -119,6 +119,19 @@ impl Sampler {
     /// Builds a sampler for a vocabulary of `n_vocab` tokens. Call [`SamplerConfig::validate`]
     /// first to report bad values; out-of-range values that reach here are clamped to the
     /// nearest meaningful one (NaN turns the stage off) so sampling never panics.
+    /// A sampler for a sequence of at most `n_ctx` tokens: its repetition history holds at most
+    /// the context (older tokens are gone from the sequence anyway), as the memory plan counts it.
+    pub fn for_context(cfg: SamplerConfig, n_vocab: usize, n_ctx: usize) -> Sampler {
+        let repeat_last_n = cfg.repeat_last_n.min(n_ctx);
+        Sampler::new(
+            SamplerConfig {
+                repeat_last_n,
+                ..cfg
+            },
+            n_vocab,
+        )
+    }
+
     pub fn new(cfg: SamplerConfig, n_vocab: usize) -> Sampler {
         let mut cfg = cfg;
         if cfg.temperature.is_nan() {

@@ -207,17 +207,9 @@ impl<'m> Session<'m> {
         self.opts.n_ctx
     }
 
-    /// A sampler for this session. Its repetition history holds at most the context (older
-    /// tokens are gone from the sequence anyway), as the memory plan counts it.
+    /// A sampler for this session (see [`Sampler::for_context`]).
     pub fn sampler(&self, cfg: SamplerConfig) -> Sampler {
-        let repeat_last_n = cfg.repeat_last_n.min(self.opts.n_ctx);
-        Sampler::new(
-            SamplerConfig {
-                repeat_last_n,
-                ..cfg
-            },
-            self.model.cfg.n_vocab,
-        )
+        Sampler::for_context(cfg, self.model.cfg.n_vocab, self.opts.n_ctx)
     }
 
     /// Forgets the sequence (the cache is overwritten as new tokens arrive).

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -181,12 +181,10 @@ impl Engine {
                 Ok(prompt) => {
                     self.stats.admitted_one();
                     self.slots[free] = Some(Active {
-                        sampler: Sampler::new(
-                            crate::sampler::SamplerConfig {
-                                repeat_last_n: r.sampling.repeat_last_n.min(self.n_ctx),
-                                ..r.sampling
-                            },
+                        sampler: Sampler::for_context(
+                            r.sampling,
                             self.m.model.cfg.n_vocab,
+                            self.n_ctx,
                         ),
                         events: r.events,
                         prompt,
@@ -385,10 +383,7 @@ impl Engine {
 
 /// Sends an event; false when the reader is gone or too far behind.
 fn send(a: &Active, ev: Event) -> bool {
-    match a.events.try_send(ev) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-    }
+    a.events.try_send(ev).is_ok()
 }
 
 /// Samples, accepts and streams one token of `a`.
