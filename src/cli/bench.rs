@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use rayon::prelude::*;
 
-use lckv::model::forward::Logits;
+use lckv::model::forward::{Forward, Logits, Row};
 use lckv::{Error, Result};
 
 use super::ModelArgs;
@@ -29,9 +29,59 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
+    /// Sessions decoding together for the batched generation test (`tgN@P`: P sessions, one
+    /// pass over the weights per step, as `lckv serve` runs them), comma separated; 1 alone
+    /// runs only the single-session test.
+    #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
+    pub parallel: Vec<usize>,
     /// Print one JSON object per result line instead of a table.
     #[arg(long = "json")]
     pub json: bool,
+}
+
+/// The most sessions the batched generation test takes (the server's batch is no wider).
+const MAX_PARALLEL: usize = 64;
+
+/// Aggregate tokens/s of `p` sessions generating `n_gen` tokens each, one batched decode step
+/// for all of them at a time, from one arena of `p` slots (the server's path), over `reps`
+/// repetitions after a warm-up.
+fn batched_decode(
+    margs: &super::ModelArgs,
+    model: &lckv::model::Model,
+    p: usize,
+    n_gen: usize,
+    reps: usize,
+) -> Result<Vec<f64>> {
+    let (mut opts, _) = super::session_options(margs, p)?;
+    opts.n_ctx = super::context(margs, model, &opts, p, None)?;
+    opts.n_batch = opts.n_batch.max(p);
+    let plan = lckv::session::SessionPlan::new(model, opts, p)?;
+    let mut fwd = Forward::new(model, super::kernels()?, plan.memory.dims, p)?;
+    let vocab = model.cfg.n_vocab as u32;
+    let mut tokens: Vec<u32> = (0..p as u32).map(|i| (i * 7919 + 1) % vocab).collect();
+    let mut rows: Vec<Row> = (0..p).map(|slot| Row { slot, pos: 0 }).collect();
+    let mut next = vec![0u32; p];
+    let mut run = |steps: usize| -> Result<f64> {
+        // Positions restart at 0: each step overwrites what it later reads.
+        let t0 = Instant::now();
+        for step in 0..steps {
+            for (slot, r) in rows.iter_mut().enumerate() {
+                *r = Row { slot, pos: step };
+            }
+            fwd.decode_batch(model, &tokens, &rows, &mut |r, l| next[r] = argmax(l))?;
+            tokens.copy_from_slice(&next);
+        }
+        Ok((steps * p) as f64 / t0.elapsed().as_secs_f64())
+    };
+    run(1)?;
+    (0..reps).map(|_| run(n_gen)).collect()
+}
+
+fn argmax(l: &[f32]) -> u32 {
+    l.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .0 as u32
 }
 
 fn mean_sd(x: &[f64]) -> (f64, f64) {
@@ -75,6 +125,11 @@ pub fn main(a: BenchArgs) -> Result<()> {
         return Err(Error::Usage(
             "bench needs at least one repetition and thread counts of at least 1".into(),
         ));
+    }
+    if a.parallel.contains(&0) || a.parallel.iter().any(|&p| p > MAX_PARALLEL) {
+        return Err(Error::Usage(format!(
+            "--parallel takes session counts from 1 to {MAX_PARALLEL}"
+        )));
     }
     let mut margs = a.model.clone();
     margs.threads = None;
@@ -163,6 +218,13 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 // Each generated token reads every weight once and, on average, half the cache.
                 let bytes = weights as f64 + kv_tok as f64 * a.n_gen as f64 / 2.0;
                 report(format!("tg{}", a.n_gen), tps, m * bytes / 1e9);
+            }
+            for &p in a.parallel.iter().filter(|&&p| p > 1 && a.n_gen > 0) {
+                let tps = batched_decode(&margs, &model, p, a.n_gen, a.reps)?;
+                let (m, _) = mean_sd(&tps);
+                // One step reads every weight once for all P sessions.
+                let bytes = weights as f64 / p as f64 + kv_tok as f64 * a.n_gen as f64 / 2.0;
+                report(format!("tg{}@{p}", a.n_gen), tps, m * bytes / 1e9);
             }
             Ok(())
         })?;
