@@ -27,6 +27,7 @@ pub mod sampler;
 pub mod server;
 pub mod session;
 pub mod stop;
+pub mod systemd;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

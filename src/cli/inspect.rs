@@ -1,5 +1,6 @@
 //! `lckv inspect`: what a GGUF file holds (metadata, tensors, types, sizes), the model's KV plan
-//! layer by layer with the KV bytes per token, the kernel path, and the memory plan.
+//! layer by layer with the KV bytes per token, the kernel path, and the memory plan. With
+//! --mem-budget, also the `MemoryMax=` line to paste into the systemd unit.
 
 use std::path::PathBuf;
 
@@ -194,6 +195,11 @@ pub fn main(a: InspectArgs) -> Result<()> {
     );
     if let Some(b) = budget {
         m.check(b)?;
+        println!(
+            "\nsystemd unit ([Service] of cross/lckv.service, with --mem-budget {}):\n{}",
+            a.mem_budget.as_deref().unwrap_or_default(),
+            lckv::systemd::memory_max::memory_max_lines(b)
+        );
     }
     Ok(())
 }

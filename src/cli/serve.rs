@@ -3,6 +3,11 @@
 //! then accepts connections and prints one line with the address once it is ready. SIGTERM or
 //! SIGINT stops it cleanly: no new connections, requests in flight get an error, the engine
 //! thread is joined, and the process exits 0.
+//!
+//! Under systemd (cross/lckv.service) it says READY=1 once the model is mapped and the arena
+//! allocated and touched, pings the watchdog from the engine loop, and says STOPPING=1 on the
+//! signal; with socket activation (cross/lckv.socket) it accepts on the socket systemd passed
+//! instead of binding --host/--port.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -18,6 +23,7 @@ use lckv::server::engine::{self, EngineModel, EngineOptions};
 use lckv::server::http::{self, App, ModelFacts};
 use lckv::server::stats::ServerInfo;
 use lckv::session::SessionPlan;
+use lckv::systemd::{activation, Heartbeat, Notifier};
 use lckv::{Error, Result};
 
 use super::ModelArgs;
@@ -42,6 +48,10 @@ pub struct ServeArgs {
     /// Requests that may wait for a free session; more are answered 503 with Retry-After.
     #[arg(long = "queue", default_value_t = 16)]
     pub queue: usize,
+    /// Test only: the engine loop hangs this many milliseconds after it starts, so that the
+    /// tests can see the systemd watchdog pings stop (tests/systemd_notify.rs).
+    #[arg(long = "test-stall-engine-after-ms", hide = true)]
+    pub test_stall_engine_after_ms: Option<u64>,
 }
 
 /// Sessions when `--parallel auto` has no budget to fill.
@@ -52,6 +62,14 @@ const MAX_AUTO_PARALLEL: usize = 64;
 const LOGIT_ROWS: usize = 8;
 /// How long a shutdown waits for answers in flight to be written after the engine stopped.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Where connections come from.
+enum Listen {
+    /// The socket systemd bound and passed (socket activation).
+    Passed(TcpListener),
+    /// The address of --host and --port, bound here.
+    Bind(SocketAddr),
+}
 
 enum Parallel {
     Auto,
@@ -82,7 +100,14 @@ pub fn main(a: ServeArgs) -> Result<()> {
             "--api-key is empty: give the key clients must send, or leave the flag out".into(),
         ));
     }
-    let addr = resolve(&a.host, a.port)?;
+    // Read before any thread starts: taking the passed socket removes LISTEN_FDS/LISTEN_PID
+    // from the environment.
+    let listen = match activation::inherited_listener()? {
+        Some(l) => Listen::Passed(l),
+        None => Listen::Bind(resolve(&a.host, a.port)?),
+    };
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.status("loading the model");
     let model = super::open(&a.model)?;
     let kern = super::kernels()?;
     let tokenizer = model.tokenizer()?;
@@ -118,12 +143,22 @@ pub fn main(a: ServeArgs) -> Result<()> {
     eprintln!("lckv: {sessions} sessions of {} tokens", plan.opts.n_ctx);
 
     // Bound before the arena is allocated, so that a port in use fails at once.
-    let listener = TcpListener::bind(addr).map_err(|e| {
-        Error::io(
-            format!("listening on {addr} (is another server on that port? choose one with --port)"),
-            e,
-        )
-    })?;
+    let listener = match listen {
+        Listen::Passed(l) => {
+            eprintln!(
+                "lckv: accepting on the socket systemd passed; --host and --port are not used"
+            );
+            l
+        }
+        Listen::Bind(addr) => TcpListener::bind(addr).map_err(|e| {
+            Error::io(
+                format!(
+                    "listening on {addr} (is another server on that port? choose one with --port)"
+                ),
+                e,
+            )
+        })?,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
@@ -155,6 +190,10 @@ pub fn main(a: ServeArgs) -> Result<()> {
         EngineOptions {
             queue_limit: a.queue,
             prefill_chunk: a.model.batch,
+            heartbeat: notifier
+                .enabled()
+                .then(|| Heartbeat::new(Arc::clone(&notifier))),
+            stall_after: a.test_stall_engine_after_ms.map(Duration::from_millis),
         },
     )?;
     let app = Arc::new(App::new(handle.clone(), facts, a.api_key.clone()));
@@ -163,12 +202,14 @@ pub fn main(a: ServeArgs) -> Result<()> {
         .map_err(|e| Error::io("installing the SIGTERM/SIGINT handlers", e))?;
     {
         let app = Arc::clone(&app);
+        let notifier = Arc::clone(&notifier);
         std::thread::Builder::new()
             .name("lckv-signals".into())
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
                     let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
                     eprintln!("lckv: {name}: stopping");
+                    notifier.stopping();
                     app.begin_shutdown();
                     http::wake(local);
                 }
@@ -182,6 +223,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
             local.ip()
         );
     }
+    // The model is mapped and engine::spawn returned after allocating and touching the arena:
+    // the first request will not fault the budget in.
+    notifier.ready();
     println!("lckv: serving {model_name} on http://{local}");
     let _ = std::io::stdout().flush();
 

@@ -3,7 +3,8 @@
 //! of one prefilling session, then one batched decode step in which the next token of every
 //! decoding session goes through each weight matrix together. Events go back over each
 //! request's channel without blocking: a reader that is gone or far behind is cancelled and its
-//! slot freed at once, so no client can stall the loop.
+//! slot freed at once, so no client can stall the loop. The loop also beats systemd's watchdog
+//! (`Heartbeat`), so that a hung loop, not just a dead process, gets the service restarted.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,17 +23,28 @@ use crate::server::request::{EngineHandle, Event, Finish, Prompt, Request, Usage
 use crate::server::stats::{ServerInfo, Stats};
 use crate::session::{auto_strategy, PrefillChoice, SessionPlan};
 use crate::stop::{StopMatcher, StopStep};
+use crate::systemd::Heartbeat;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
+/// How long the loop waits for a request when idle before it looks again (for a shutdown, or
+/// a watchdog ping that is due).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
 /// How the engine schedules.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct EngineOptions {
     /// Requests that may wait for a free slot; more get `Refused::Busy`.
     pub queue_limit: usize,
     /// Most prompt tokens prefilled in one step, so that a long prompt does not stall the
     /// other sessions' generation for longer than one chunk.
     pub prefill_chunk: usize,
+    /// Watchdog pings and status for systemd, sent from the loop itself; None: no service
+    /// manager to tell.
+    pub heartbeat: Option<Heartbeat>,
+    /// Test only (serve's hidden `--test-stall-engine-after-ms`): the loop stops for good this
+    /// long after it starts, as a hung loop would, while the process lives on.
+    pub stall_after: Option<Duration>,
 }
 
 /// What the engine needs of the model besides the forward pass.
@@ -79,6 +91,13 @@ pub fn spawn(
         stats: Arc::clone(&stats),
         stop,
         next_prefill: 0,
+        idle_wait: opts
+            .heartbeat
+            .as_ref()
+            .and_then(Heartbeat::max_wait)
+            .map_or(IDLE_WAIT, |w| w.clamp(Duration::from_millis(1), IDLE_WAIT)),
+        heartbeat: opts.heartbeat,
+        stall_at: opts.stall_after.map(|d| Instant::now() + d),
     };
     let thread = std::thread::Builder::new()
         .name("lckv-engine".into())
@@ -133,11 +152,21 @@ struct Engine {
     stop: Arc<AtomicBool>,
     /// Round-robin start for choosing the session to prefill.
     next_prefill: usize,
+    /// How long an idle loop waits for a request before it goes round again.
+    idle_wait: Duration,
+    heartbeat: Option<Heartbeat>,
+    stall_at: Option<Instant>,
 }
 
 impl Engine {
     fn run(&mut self, rx: Receiver<Request>) {
         loop {
+            if self.stall_at.is_some_and(|t| Instant::now() >= t) {
+                stall_forever();
+            }
+            if let Some(h) = self.heartbeat.as_mut() {
+                h.beat(&self.stats.snapshot());
+            }
             if self.stop.load(Ordering::Acquire) {
                 // Requests still in the channel get their error event too.
                 while let Ok(r) = rx.try_recv() {
@@ -147,9 +176,9 @@ impl Engine {
                 return;
             }
             let busy = self.slots.iter().any(Option::is_some);
-            // Idle: wait for a request (waking now and then to see a shutdown).
+            // Idle: wait for a request (waking now and then to see a shutdown and to beat).
             if !busy && self.waiting.is_empty() {
-                match rx.recv_timeout(Duration::from_millis(100)) {
+                match rx.recv_timeout(self.idle_wait) {
                     Ok(r) => self.waiting.push_back(r),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return,
@@ -378,6 +407,14 @@ impl Engine {
             self.stats.dropped_queued();
             let _ = r.events.try_send(Event::Error(why.to_string()));
         }
+    }
+}
+
+/// The test hook's hang: the loop neither serves nor beats again; the process lives on.
+fn stall_forever() -> ! {
+    eprintln!("lckv: the engine loop stalls now (--test-stall-engine-after-ms)");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
