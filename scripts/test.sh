@@ -24,6 +24,10 @@ cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --release --all-targets --features reference -- -D warnings
 
+echo "== systemd units (systemd-analyze verify)" >&2
+cargo build --release --features reference --bin lckv
+cross/verify_unit.sh
+
 echo "== cross targets (aarch64 as Pi 4 and Pi 5, armv7) under QEMU" >&2
 cross/test.sh
 
