@@ -104,6 +104,22 @@ impl ChatTemplate {
         })
     }
 
+    /// The model's own template (GGUF `tokenizer.chat_template`) with its BOS and EOS text, or
+    /// ChatML when the file has none, as llama.cpp does.
+    pub fn for_model(
+        model: &crate::model::Model,
+        tok: &crate::tokenizer::Tokenizer,
+    ) -> Result<ChatTemplate, Error> {
+        let piece = |id: Option<u32>| {
+            id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned())
+                .unwrap_or_default()
+        };
+        match model.file.get_str("tokenizer.chat_template")? {
+            Some(src) => ChatTemplate::new(src, &piece(tok.bos()), &piece(tok.eos())),
+            None => Ok(ChatTemplate::chatml()),
+        }
+    }
+
     /// The ChatML template, for models without their own.
     pub fn chatml() -> ChatTemplate {
         ChatTemplate::new(CHATML, "", "").expect("the built-in ChatML template compiles")

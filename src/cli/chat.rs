@@ -8,9 +8,7 @@ use clap::Args;
 
 use lckv::chat::{ChatTemplate, Message};
 use lckv::generate::{generate, GenerateOptions};
-use lckv::model::Model;
 use lckv::prefix::reuse_prefix;
-use lckv::tokenizer::Tokenizer;
 use lckv::{Error, Result};
 
 use super::{ModelArgs, SamplingArgs};
@@ -29,23 +27,11 @@ pub struct ChatArgs {
     pub n_predict: usize,
 }
 
-/// The model's chat template, or ChatML when it has none.
-pub fn template_for(model: &Model, tok: &Tokenizer) -> Result<ChatTemplate> {
-    let piece = |id: Option<u32>| {
-        id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned())
-            .unwrap_or_default()
-    };
-    match model.file.get_str("tokenizer.chat_template")? {
-        Some(src) => ChatTemplate::new(src, &piece(tok.bos()), &piece(tok.eos())),
-        None => Ok(ChatTemplate::chatml()),
-    }
-}
-
 pub fn main(a: ChatArgs) -> Result<()> {
     let sampler_cfg = a.sampling.config()?;
     let model = super::open(&a.model)?;
     let tok = model.tokenizer()?;
-    let tmpl = template_for(&model, &tok)?;
+    let tmpl = ChatTemplate::for_model(&model, &tok)?;
     let mut session = super::session(&a.model, &model, 1, false)?;
     let mut messages: Vec<Message> = Vec::new();
     if let Some(s) = &a.system {

@@ -45,7 +45,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     let tok = model.tokenizer()?;
     let mut session = super::session(&a.model, &model, 1, false)?;
     let (text, parse_special) = if a.chat {
-        let tmpl = super::chat::template_for(&model, &tok)?;
+        let tmpl = lckv::chat::ChatTemplate::for_model(&model, &tok)?;
         (
             tmpl.render(
                 &[Message {

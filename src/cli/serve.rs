@@ -111,7 +111,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     let model = super::open(&a.model)?;
     let kern = super::kernels()?;
     let tokenizer = model.tokenizer()?;
-    let template = super::chat::template_for(&model, &tokenizer)?;
+    let template = lckv::chat::ChatTemplate::for_model(&model, &tokenizer)?;
 
     // A decode step computes the logits of up to this many sessions per pass over the output
     // matrix (the largest of a small model): more rows cost logit memory, fewer re-read it.
