@@ -28,8 +28,9 @@ mkdir -p "$out"
 
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
 
+targets=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 declare -A built
-for target in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+for target in "${targets[@]}"; do
   echo "== building $target" >&2
   if [[ "$target" == x86_64-unknown-linux-gnu ]]; then
     cargo build --profile dist --bin lckv
@@ -44,9 +45,9 @@ done
 
 echo "== sizes" >&2
 status=0
-for target in "${!built[@]}"; do
+for target in "${targets[@]}"; do
   bytes="$(stat -c %s "${built[$target]}")"
-  printf '%-32s %10d bytes (%.1f MB)\n' "$target" "$bytes" "$(echo "$bytes / 1000000" | bc -l)"
+  awk -v t="$target" -v b="$bytes" 'BEGIN { printf "%-32s %10d bytes (%.1f MB)\n", t, b, b / 1e6 }'
   if ((bytes >= max_bytes)); then
     echo "release.sh: $target is $bytes bytes, over the 15 MB target" >&2
     status=1
