@@ -11,7 +11,10 @@
 
 use std::path::Path;
 
+use lckv_kernels::KvLayout;
+
 use crate::fs_atomic::write_atomic;
+use crate::memory::kv_cache::KvCache;
 use crate::model::Model;
 use crate::session::Session;
 use crate::{Error, Result};
@@ -36,16 +39,14 @@ struct Header {
     tokens: Vec<u32>,
 }
 
-fn header_of(session: &mut Session, n: usize, tokens: &[u32]) -> Header {
-    let model = session.model();
-    let layout = *session.cache().layout();
+fn header_of(model: &Model, layout: &KvLayout, tokens: &[u32]) -> Header {
     Header {
         identity: model_identity(model),
         layer_types: model.cfg.plan.layer_types(),
         kv_type: layout.ty.id(),
         n_kv_head: layout.n_kv_head as u32,
         head_dim: layout.head_dim as u32,
-        tokens: tokens[..n].to_vec(),
+        tokens: tokens.to_vec(),
     }
 }
 
@@ -58,7 +59,20 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
             session.n_past()
         )));
     }
-    let h = header_of(session, n, tokens);
+    save_cache(path, session.model(), session.cache(), tokens)
+}
+
+/// Saves the K/V of the first `tokens.len()` positions of `cache`, which holds those tokens
+/// under `model`'s plan. Returns the file's size.
+pub fn save_cache(path: &Path, model: &Model, cache: &KvCache, tokens: &[u32]) -> Result<usize> {
+    let n = tokens.len();
+    if n == 0 || n > cache.n_ctx() {
+        return Err(Error::Usage(format!(
+            "cannot save {n} tokens of a cache of {} positions",
+            cache.n_ctx()
+        )));
+    }
+    let h = header_of(model, cache.layout(), tokens);
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     for v in [h.identity, h.layer_types.len() as u32] {
@@ -71,11 +85,9 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
     for t in &h.tokens {
         out.extend_from_slice(&t.to_le_bytes());
     }
-    let producers = session.model().cfg.plan.producers();
-    let cache = session.cache();
     let per = 2 * n * cache.layout().pos_bytes();
     let mut buf = vec![0u8; per];
-    for &p in &producers {
+    for p in model.cfg.plan.producers() {
         cache.copy_out(p, 0..n, &mut buf);
         out.extend_from_slice(&buf);
     }
@@ -128,6 +140,21 @@ impl<'a> Reader<'a> {
 /// Restores a saved prefix into `session` if the file matches its model, plan and KV type.
 /// Returns the restored tokens; the session then holds them as its first positions.
 pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>, Rejected> {
+    let model = session.model();
+    let tokens = load_cache(path, model, session.cache_mut())?;
+    session
+        .set_n_past(tokens.len())
+        .map_err(|e| Rejected::Mismatch(e.to_string()))?;
+    Ok(tokens)
+}
+
+/// Restores a saved prefix into the first positions of `cache` if the file matches `model`,
+/// its plan and the cache's KV type and fits its context. Returns the restored tokens.
+pub fn load_cache(
+    path: &Path,
+    model: &Model,
+    cache: &mut KvCache,
+) -> std::result::Result<Vec<u32>, Rejected> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
@@ -146,7 +173,7 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
     let layer_types = String::from_utf8(r.take(lt_len)?.to_vec())
         .map_err(|_| Rejected::Damaged("bad plan text".into()))?;
     let (kv_type, n_kv_head, head_dim, n) = (r.u32()?, r.u32()?, r.u32()?, r.u32()? as usize);
-    let want = header_of(session, 0, &[]);
+    let want = header_of(model, cache.layout(), &[]);
     if identity != want.identity {
         return Err(Rejected::Mismatch("another model file".into()));
     }
@@ -159,10 +186,10 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
     if kv_type != want.kv_type || n_kv_head != want.n_kv_head || head_dim != want.head_dim {
         return Err(Rejected::Mismatch("another KV cache type".into()));
     }
-    if n == 0 || n > session.n_ctx() {
+    if n == 0 || n > cache.n_ctx() {
         return Err(Rejected::Mismatch(format!(
             "{n} tokens, more than the context of {}",
-            session.n_ctx()
+            cache.n_ctx()
         )));
     }
     let tokens: Vec<u32> = r
@@ -170,8 +197,7 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let producers = session.model().cfg.plan.producers();
-    let cache = session.cache_mut();
+    let producers = model.cfg.plan.producers();
     let per = 2 * n * cache.layout().pos_bytes();
     if r.b.len() - r.at != per * producers.len() {
         return Err(Rejected::Damaged("K/V section has the wrong size".into()));
@@ -180,8 +206,5 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
         let data = r.take(per)?;
         cache.copy_in(p, 0..n, data);
     }
-    session
-        .set_n_past(n)
-        .map_err(|e| Rejected::Mismatch(e.to_string()))?;
     Ok(tokens)
 }
