@@ -11,7 +11,8 @@
 
 use std::path::Path;
 
-use lckv_kernels::KvLayout;
+use lckv_kernels::formats::Q8_0_BYTES;
+use lckv_kernels::{GgmlType, KvLayout};
 
 use crate::fs_atomic::write_atomic;
 use crate::memory::kv_cache::KvCache;
@@ -72,6 +73,7 @@ pub fn save_cache(path: &Path, model: &Model, cache: &KvCache, tokens: &[u32]) -
             cache.n_ctx()
         )));
     }
+    check_replaceable(path)?;
     let h = header_of(model, cache.layout(), tokens);
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
@@ -95,6 +97,41 @@ pub fn save_cache(path: &Path, model: &Model, cache: &KvCache, tokens: &[u32]) -
     out.extend_from_slice(&crc.to_le_bytes());
     write_atomic(path, &out)?;
     Ok(out.len())
+}
+
+/// Refuses to replace anything at `path` but a prompt cache: a model given by mistake, a
+/// symbolic link or a device (`/dev/null`) stays as it is. Front ends call it before loading
+/// the model, and every save calls it again.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("looking at {}", path.display()), e)),
+    };
+    let refuse = |what: &str| {
+        Err(Error::Usage(format!(
+            "--prompt-cache {}: {what}, not a prompt cache; lckv replaces only its own prompt caches. Give a new file name",
+            path.display()
+        )))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("it is a symbolic link");
+    }
+    if !meta.is_file() {
+        return refuse("it is not a regular file");
+    }
+    let mut magic = [0u8; 8];
+    let head = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read(&mut magic)
+    });
+    match head {
+        // An empty file (made by `touch`, or a save cut short before the rename) holds nothing.
+        Ok(0) => Ok(()),
+        Ok(n) if n == MAGIC.len() && &magic == MAGIC => Ok(()),
+        Ok(_) => refuse("it holds something else"),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
 }
 
 /// Why a prompt cache could not be used.
@@ -186,7 +223,10 @@ pub fn load_cache(
     if kv_type != want.kv_type || n_kv_head != want.n_kv_head || head_dim != want.head_dim {
         return Err(Rejected::Mismatch("another KV cache type".into()));
     }
-    if n == 0 || n > cache.n_ctx() {
+    if n == 0 {
+        return Err(Rejected::Damaged("it holds no tokens".into()));
+    }
+    if n > cache.n_ctx() {
         return Err(Rejected::Mismatch(format!(
             "{n} tokens, more than the context of {}",
             cache.n_ctx()
@@ -202,9 +242,35 @@ pub fn load_cache(
     if r.b.len() - r.at != per * producers.len() {
         return Err(Rejected::Damaged("K/V section has the wrong size".into()));
     }
+    let ty = cache.layout().ty;
+    if tokens.iter().any(|&t| t as usize >= model.cfg.n_vocab) {
+        return Err(Rejected::Damaged(
+            "a token id outside the vocabulary".into(),
+        ));
+    }
     for &p in &producers {
         let data = r.take(per)?;
+        if !all_finite(ty, data) {
+            return Err(Rejected::Damaged(format!(
+                "layer {p}'s K/V hold NaN or infinite values"
+            )));
+        }
         cache.copy_in(p, 0..n, data);
     }
     Ok(tokens)
+}
+
+/// Whether every value (or block scale) of K/V rows of type `ty` is finite: a checksum vouches
+/// for the bytes, not for what wrote them.
+fn all_finite(ty: GgmlType, data: &[u8]) -> bool {
+    let f16_ok = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).is_finite();
+    match ty {
+        GgmlType::F32 => data
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        GgmlType::F16 => data.chunks_exact(2).all(f16_ok),
+        // Q8_0 blocks: an f16 scale, then 32 signed bytes (always finite).
+        GgmlType::Q8_0 => data.chunks_exact(Q8_0_BYTES).all(|b| f16_ok(&b[..2])),
+        _ => true,
+    }
 }

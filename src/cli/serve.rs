@@ -88,6 +88,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
         ));
     }
     let addr = resolve(&a.host, a.port)?;
+    if let Some(pc) = &a.prompt_cache {
+        lckv::prompt_cache::check_replaceable(pc)?;
+    }
     let model = super::open(&a.model)?;
     let kern = super::kernels()?;
     let tokenizer = model.tokenizer()?;
