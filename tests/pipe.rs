@@ -184,7 +184,8 @@ fn no_space(s: &str) -> String {
 }
 
 fn chat(id: u64, conversation: Option<&str>, content: &str, n: usize) -> String {
-    let mut r = json!({"id": id, "messages": [{"role": "user", "content": content}], "max_tokens": n});
+    let mut r =
+        json!({"id": id, "messages": [{"role": "user", "content": content}], "max_tokens": n});
     if let Some(c) = conversation {
         r["conversation"] = json!(c);
     }
@@ -262,7 +263,11 @@ fn cancel_stops_within_one_token_and_the_next_request_is_answered() {
     let long = "Tell me a long story about a dragon who learns to bake bread. ".repeat(12);
     // Request and cancel together: the cancel is read while the prompt is prefilled, and the
     // loop sees it before running the first generated token.
-    p.send(&format!("{}\n{}", chat(1, None, &long, 400), json!({"cancel": 1})));
+    p.send(&format!(
+        "{}\n{}",
+        chat(1, None, &long, 400),
+        json!({"cancel": 1})
+    ));
     let (_, done) = answer(&p.until_done(&json!(1)));
     assert_eq!(done["finish_reason"], "cancelled", "{done}");
     assert_eq!(done["generated_tokens"], 1, "{done}");
@@ -316,13 +321,28 @@ fn each_bad_line_gets_one_error_and_the_process_goes_on() {
     let bad = [
         ("garbage".to_string(), "not JSON"),
         ("{}".to_string(), "no 'id'"),
-        (r#"{"id":1,"prompt":5}"#.to_string(), "'prompt' must be a string"),
-        (r#"{"id":2,"prompt":"x","max_tokens":"many"}"#.to_string(), "'max_tokens' must be an integer"),
+        (
+            r#"{"id":1,"prompt":5}"#.to_string(),
+            "'prompt' must be a string",
+        ),
+        (
+            r#"{"id":2,"prompt":"x","max_tokens":"many"}"#.to_string(),
+            "'max_tokens' must be an integer",
+        ),
         (r#"{"cancel":77}"#.to_string(), "nothing to cancel"),
-        (r#"{"forget":"nope"}"#.to_string(), "unknown conversation 'nope'"),
-        (json!({"id": 3, "prompt": oversized}).to_string(), "larger -c"),
+        (
+            r#"{"forget":"nope"}"#.to_string(),
+            "unknown conversation 'nope'",
+        ),
+        (
+            json!({"id": 3, "prompt": oversized}).to_string(),
+            "larger -c",
+        ),
         (chat(4, Some("k"), "Hi", 4), ""),
-        (json!({"id": 5, "conversation": "k", "prompt": "text"}).to_string(), "this conversation is a chat"),
+        (
+            json!({"id": 5, "conversation": "k", "prompt": "text"}).to_string(),
+            "this conversation is a chat",
+        ),
     ];
     for (line, _) in &bad {
         p.send(line);
@@ -379,10 +399,16 @@ fn the_prompt_cache_holds_the_chat_start_across_starts() {
         assert_eq!(code, 0, "{err}");
         if start == 0 {
             assert!(err.contains("(0 from the prompt cache)"), "{err}");
-            assert!(err.contains("saved"), "the first start saves the cache: {err}");
+            assert!(
+                err.contains("saved"),
+                "the first start saves the cache: {err}"
+            );
         } else {
             assert!(!err.contains("(0 from the prompt cache)"), "{err}");
-            assert!(!err.contains("saved"), "the second start restores it: {err}");
+            assert!(
+                !err.contains("saved"),
+                "the second start restores it: {err}"
+            );
         }
         assert!(done["prefilled_tokens"].as_u64() < done["prompt_tokens"].as_u64());
     }

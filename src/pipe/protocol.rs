@@ -148,9 +148,11 @@ fn request(
                 "give either 'prompt' or 'messages', not both".into(),
             ))
         }
-        (None, None) => return Err(BadRequest(format!(
+        (None, None) => {
+            return Err(BadRequest(format!(
             "a request needs 'prompt' (text to continue) or 'messages' (a chat), such as {EXAMPLE}"
-        ))),
+        )))
+        }
         (Some(""), None) => return Err(BadRequest("'prompt' is empty: give some text".into())),
         (Some(p), None) => Input::Prompt(p.to_string()),
         (None, Some(msgs)) => Input::Messages(messages(msgs)?),
