@@ -284,7 +284,12 @@ fn cancel_stops_within_one_token_and_the_next_request_is_answered() {
             break;
         }
     }
-    events.extend(p.until_done(&json!(2)));
+    let after = p.until_done(&json!(2));
+    assert!(
+        after.iter().all(|e| e["event"] != "sentence"),
+        "no sentence after a cancel: {after:?}"
+    );
+    events.extend(after);
     let (_, done) = answer(&events);
     assert_eq!(done["finish_reason"], "cancelled", "{done}");
     let n = done["generated_tokens"].as_u64().unwrap();

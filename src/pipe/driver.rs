@@ -271,8 +271,13 @@ impl Turn<'_> {
     }
 
     /// Releases what a stop string held back (unless the answer was cut) and the last sentence.
+    /// A cancelled answer's unfinished sentence is not handed out: the listener has cut in,
+    /// and a speech engine should say nothing more of it.
     fn end<W: Write>(&mut self, events: &mut Events<W>) {
-        if !self.stopped && !self.cancelled {
+        if self.cancelled {
+            return;
+        }
+        if !self.stopped {
             let rest = self.stop.finish();
             self.say(events, &rest);
         }
