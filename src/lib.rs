@@ -5,7 +5,8 @@
 //! `sampler` -> `tokenizer` (streaming detokenization). `generate` is the loop over them.
 //! Beside the session: `prefix` (reusing the cached part of a new prompt), `prompt_cache` (a
 //! prompt's K/V saved to a file) and `perplexity` (scoring a text as llama-perplexity does).
-//! `fs_atomic` is how every output file is written.
+//! `fs_atomic` is how every output file is written. `server` (HTTP) and `pipe` (JSON lines) are
+//! the long-lived front ends.
 
 pub mod chat;
 pub mod convert;
@@ -17,6 +18,7 @@ pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod perplexity;
+pub mod pipe;
 pub mod prefix;
 pub mod prompt_cache;
 #[cfg(feature = "reference")]
