@@ -37,6 +37,9 @@ pub fn main(a: PipeArgs) -> Result<()> {
         sampling: a.sampling.config()?,
         max_tokens: a.n_predict,
     };
+    if let Some(pc) = &a.prompt_cache {
+        lckv::prompt_cache::check_replaceable(pc)?;
+    }
     let model = super::open(&a.model)?;
     let tok = model.tokenizer()?;
     let template = super::chat::template_for(&model, &tok)?;
