@@ -1,6 +1,7 @@
-//! The generation loop shared by `lckv run` and `lckv chat`: prefill the prompt, then sample,
-//! stream text and decode until an end-of-generation token, the token limit or a full context.
-//! After the prompt it allocates nothing per token.
+//! The generation loop shared by `lckv run`, `lckv chat` and `lckv pipe`: prefill the prompt,
+//! then sample, stream text and decode until an end-of-generation token, the token limit, a full
+//! context or the caller's word (a stop string, a cancel). After the prompt it allocates nothing
+//! per token.
 
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,15 @@ impl GenerateStats {
     }
 }
 
+/// What the caller wants after a generated token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    /// End here (`FinishReason::Stopped`); the token just handed over is not run.
+    Stop,
+}
+
 /// Runs `prompt` then generates, handing each complete piece of text to `on_text`.
-///
-/// The loop runs on a worker of the rayon pool: parallel kernels started from a worker push
-/// their jobs onto its own deque, while jobs injected from outside the pool go through a queue
-/// that allocates a block every few dozen jobs — which would be an allocation every token.
 pub fn generate(
     session: &mut Session,
     tok: &Tokenizer,
@@ -47,10 +52,32 @@ pub fn generate(
     opts: GenerateOptions,
     on_text: &mut (dyn FnMut(&str) + Send),
 ) -> Result<GenerateStats> {
+    generate_with(session, tok, sampler, prompt, opts, &mut |_, piece| {
+        on_text(piece);
+        Flow::Go
+    })
+}
+
+/// Runs `prompt` then generates, handing each token and its complete piece of text (empty while
+/// a character is unfinished) to `on_token`, which says whether to go on; the bytes of a
+/// character left unfinished at the end come last, with no token. It is called between
+/// tokens, so a stop it asks for takes effect before the next forward pass.
+///
+/// The loop runs on a worker of the rayon pool: parallel kernels started from a worker push
+/// their jobs onto its own deque, while jobs injected from outside the pool go through a queue
+/// that allocates a block every few dozen jobs — which would be an allocation every token.
+pub fn generate_with(
+    session: &mut Session,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: GenerateOptions,
+    on_token: &mut (dyn FnMut(Option<u32>, &str) -> Flow + Send),
+) -> Result<GenerateStats> {
     let mut result = None;
     rayon::scope(|_| {
         result = Some(generate_on_worker(
-            session, tok, sampler, prompt, opts, on_text,
+            session, tok, sampler, prompt, opts, on_token,
         ))
     });
     result.expect("rayon::scope runs its closure")
@@ -62,7 +89,7 @@ fn generate_on_worker(
     sampler: &mut Sampler,
     prompt: &[u32],
     opts: GenerateOptions,
-    on_text: &mut (dyn FnMut(&str) + Send),
+    on_token: &mut (dyn FnMut(Option<u32>, &str) -> Flow + Send),
 ) -> Result<GenerateStats> {
     let t0 = Instant::now();
     session.prefill(prompt, Logits::Last, &mut |_, _| {})?;
@@ -83,15 +110,19 @@ fn generate_on_worker(
             break FinishReason::EndOfText;
         }
         generated += 1;
-        on_text(stream.push(tok, next));
+        if on_token(Some(next), stream.push(tok, next)) == Flow::Stop {
+            break FinishReason::Stopped;
+        }
         if session.n_past() >= session.n_ctx() {
             break FinishReason::ContextFull;
         }
         session.decode(next)?;
     };
+    // Bytes of an unfinished character are still the answer's; the caller has the last word
+    // already, so what it says here changes nothing.
     let rest = stream.flush();
     if !rest.is_empty() {
-        on_text(&rest);
+        on_token(None, &rest);
     }
     Ok(GenerateStats {
         prompt_tokens: prompt.len(),

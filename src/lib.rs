@@ -5,8 +5,8 @@
 //! `sampler` -> `tokenizer` (streaming detokenization). `generate` is the loop over them.
 //! Beside the session: `prefix` (reusing the cached part of a new prompt), `prompt_cache` (a
 //! prompt's K/V saved to a file) and `perplexity` (scoring a text as llama-perplexity does).
-//! `fs_atomic` is how every output file is written. `server` serves many sessions from one
-//! budget; `systemd` tells the service manager how it goes.
+//! `fs_atomic` is how every output file is written. `server` (HTTP) and `pipe` (JSON lines) are
+//! the long-lived front ends; `systemd` tells the service manager how they are doing.
 //!
 //! # Example
 //!
@@ -63,6 +63,7 @@ pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod perplexity;
+pub mod pipe;
 pub mod prefix;
 pub mod prompt_cache;
 #[cfg(feature = "reference")]

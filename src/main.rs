@@ -1,4 +1,4 @@
-//! The `lckv` command line: run, chat, serve, inspect, logits, perplexity, bench, convert,
+//! The `lckv` command line: run, chat, pipe, serve, inspect, logits, perplexity, bench, convert,
 //! quantize.
 
 mod cli;
@@ -22,6 +22,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Chat interactively using the model's chat template.
     Chat(cli::chat::ChatArgs),
+    /// JSON lines in, token and sentence events out (for voice pipelines).
+    Pipe(cli::pipe::PipeArgs),
     /// Serve the model over HTTP with the OpenAI and Ollama APIs.
     Serve(cli::serve::ServeArgs),
     /// Show a GGUF file's metadata, tensors, KV plan and memory plan.
@@ -43,6 +45,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => cli::run::main(a),
         Command::Chat(a) => cli::chat::main(a),
+        Command::Pipe(a) => cli::pipe::main(a),
         Command::Serve(a) => cli::serve::main(a),
         Command::Inspect(a) => cli::inspect::main(a),
         Command::Logits(a) => cli::logits::main(a),

@@ -11,7 +11,11 @@
 
 use std::path::Path;
 
+use lckv_kernels::formats::Q8_0_BYTES;
+use lckv_kernels::{GgmlType, KvLayout};
+
 use crate::fs_atomic::write_atomic;
+use crate::memory::kv_cache::KvCache;
 use crate::model::Model;
 use crate::session::Session;
 use crate::{Error, Result};
@@ -36,16 +40,14 @@ struct Header {
     tokens: Vec<u32>,
 }
 
-fn header_of(session: &mut Session, n: usize, tokens: &[u32]) -> Header {
-    let model = session.model();
-    let layout = *session.cache().layout();
+fn header_of(model: &Model, layout: &KvLayout, tokens: &[u32]) -> Header {
     Header {
         identity: model_identity(model),
         layer_types: model.cfg.plan.layer_types(),
         kv_type: layout.ty.id(),
         n_kv_head: layout.n_kv_head as u32,
         head_dim: layout.head_dim as u32,
-        tokens: tokens[..n].to_vec(),
+        tokens: tokens.to_vec(),
     }
 }
 
@@ -58,7 +60,21 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
             session.n_past()
         )));
     }
-    let h = header_of(session, n, tokens);
+    save_cache(path, session.model(), session.cache(), tokens)
+}
+
+/// Saves the K/V of the first `tokens.len()` positions of `cache`, which holds those tokens
+/// under `model`'s plan. Returns the file's size.
+pub fn save_cache(path: &Path, model: &Model, cache: &KvCache, tokens: &[u32]) -> Result<usize> {
+    let n = tokens.len();
+    if n == 0 || n > cache.n_ctx() {
+        return Err(Error::Usage(format!(
+            "cannot save {n} tokens of a cache of {} positions",
+            cache.n_ctx()
+        )));
+    }
+    check_replaceable(path)?;
+    let h = header_of(model, cache.layout(), tokens);
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     for v in [h.identity, h.layer_types.len() as u32] {
@@ -71,11 +87,9 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
     for t in &h.tokens {
         out.extend_from_slice(&t.to_le_bytes());
     }
-    let producers = session.model().cfg.plan.producers();
-    let cache = session.cache();
     let per = 2 * n * cache.layout().pos_bytes();
     let mut buf = vec![0u8; per];
-    for &p in &producers {
+    for p in model.cfg.plan.producers() {
         cache.copy_out(p, 0..n, &mut buf);
         out.extend_from_slice(&buf);
     }
@@ -83,6 +97,41 @@ pub fn save(path: &Path, session: &mut Session, tokens: &[u32]) -> Result<usize>
     out.extend_from_slice(&crc.to_le_bytes());
     write_atomic(path, &out)?;
     Ok(out.len())
+}
+
+/// Refuses to replace anything at `path` but a prompt cache: a model given by mistake, a
+/// symbolic link or a device (`/dev/null`) stays as it is. Front ends call it before loading
+/// the model, and every save calls it again.
+pub fn check_replaceable(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("looking at {}", path.display()), e)),
+    };
+    let refuse = |what: &str| {
+        Err(Error::Usage(format!(
+            "--prompt-cache {}: {what}, not a prompt cache; lckv replaces only its own prompt caches. Give a new file name",
+            path.display()
+        )))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("it is a symbolic link");
+    }
+    if !meta.is_file() {
+        return refuse("it is not a regular file");
+    }
+    let mut magic = [0u8; 8];
+    let head = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read(&mut magic)
+    });
+    match head {
+        // An empty file (made by `touch`, or a save cut short before the rename) holds nothing.
+        Ok(0) => Ok(()),
+        Ok(n) if n == MAGIC.len() && &magic == MAGIC => Ok(()),
+        Ok(_) => refuse("it holds something else"),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
 }
 
 /// Why a prompt cache could not be used.
@@ -128,6 +177,21 @@ impl<'a> Reader<'a> {
 /// Restores a saved prefix into `session` if the file matches its model, plan and KV type.
 /// Returns the restored tokens; the session then holds them as its first positions.
 pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>, Rejected> {
+    let model = session.model();
+    let tokens = load_cache(path, model, session.cache_mut())?;
+    session
+        .set_n_past(tokens.len())
+        .map_err(|e| Rejected::Mismatch(e.to_string()))?;
+    Ok(tokens)
+}
+
+/// Restores a saved prefix into the first positions of `cache` if the file matches `model`,
+/// its plan and the cache's KV type and fits its context. Returns the restored tokens.
+pub fn load_cache(
+    path: &Path,
+    model: &Model,
+    cache: &mut KvCache,
+) -> std::result::Result<Vec<u32>, Rejected> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
@@ -146,7 +210,7 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
     let layer_types = String::from_utf8(r.take(lt_len)?.to_vec())
         .map_err(|_| Rejected::Damaged("bad plan text".into()))?;
     let (kv_type, n_kv_head, head_dim, n) = (r.u32()?, r.u32()?, r.u32()?, r.u32()? as usize);
-    let want = header_of(session, 0, &[]);
+    let want = header_of(model, cache.layout(), &[]);
     if identity != want.identity {
         return Err(Rejected::Mismatch("another model file".into()));
     }
@@ -159,10 +223,13 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
     if kv_type != want.kv_type || n_kv_head != want.n_kv_head || head_dim != want.head_dim {
         return Err(Rejected::Mismatch("another KV cache type".into()));
     }
-    if n == 0 || n > session.n_ctx() {
+    if n == 0 {
+        return Err(Rejected::Damaged("it holds no tokens".into()));
+    }
+    if n > cache.n_ctx() {
         return Err(Rejected::Mismatch(format!(
             "{n} tokens, more than the context of {}",
-            session.n_ctx()
+            cache.n_ctx()
         )));
     }
     let tokens: Vec<u32> = r
@@ -170,18 +237,40 @@ pub fn load(path: &Path, session: &mut Session) -> std::result::Result<Vec<u32>,
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let producers = session.model().cfg.plan.producers();
-    let cache = session.cache_mut();
+    let producers = model.cfg.plan.producers();
     let per = 2 * n * cache.layout().pos_bytes();
     if r.b.len() - r.at != per * producers.len() {
         return Err(Rejected::Damaged("K/V section has the wrong size".into()));
     }
+    let ty = cache.layout().ty;
+    if tokens.iter().any(|&t| t as usize >= model.cfg.n_vocab) {
+        return Err(Rejected::Damaged(
+            "a token id outside the vocabulary".into(),
+        ));
+    }
     for &p in &producers {
         let data = r.take(per)?;
+        if !all_finite(ty, data) {
+            return Err(Rejected::Damaged(format!(
+                "layer {p}'s K/V hold NaN or infinite values"
+            )));
+        }
         cache.copy_in(p, 0..n, data);
     }
-    session
-        .set_n_past(n)
-        .map_err(|e| Rejected::Mismatch(e.to_string()))?;
     Ok(tokens)
+}
+
+/// Whether every value (or block scale) of K/V rows of type `ty` is finite: a checksum vouches
+/// for the bytes, not for what wrote them.
+fn all_finite(ty: GgmlType, data: &[u8]) -> bool {
+    let f16_ok = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).is_finite();
+    match ty {
+        GgmlType::F32 => data
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        GgmlType::F16 => data.chunks_exact(2).all(f16_ok),
+        // Q8_0 blocks: an f16 scale, then 32 signed bytes (always finite).
+        GgmlType::Q8_0 => data.chunks_exact(Q8_0_BYTES).all(|b| f16_ok(&b[..2])),
+        _ => true,
+    }
 }

@@ -145,6 +145,8 @@ pub enum FinishReason {
     Length,
     /// The context is full.
     ContextFull,
+    /// The caller asked to stop (a stop string, a cancel).
+    Stopped,
 }
 
 impl FinishReason {
@@ -153,6 +155,7 @@ impl FinishReason {
             FinishReason::EndOfText => "end of text",
             FinishReason::Length => "length limit",
             FinishReason::ContextFull => "context full",
+            FinishReason::Stopped => "stopped",
         }
     }
 }

@@ -227,3 +227,83 @@ fn absurd_repeat_window_is_capped_at_the_context() {
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+/// `--prompt-cache` replaces only a prompt cache: a model given by mistake, a symbolic link or a
+/// directory is refused before the model loads and left as it was.
+#[test]
+fn prompt_cache_never_replaces_other_files() {
+    let model = tiny();
+    let run = |pc: &Path| {
+        lckv(&[
+            "run",
+            "-m",
+            s(&model),
+            "-p",
+            "Hello",
+            "-n",
+            "2",
+            "--prompt-cache",
+            s(pc),
+        ])
+    };
+    let gguf = tmp("model-by-mistake.gguf");
+    std::fs::copy(&model, &gguf).unwrap();
+    let before = std::fs::read(&gguf).unwrap();
+    let (code, text) = run(&gguf);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("holds something else"), "{text}");
+    assert_eq!(
+        std::fs::read(&gguf).unwrap(),
+        before,
+        "the file was changed"
+    );
+
+    let link = tmp("cache-link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&gguf, &link).unwrap();
+    let (code, text) = run(&link);
+    assert!(code == 1 && text.contains("symbolic link"), "{text}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    let dir = tmp("cache-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, text) = run(&dir);
+    assert!(code == 1 && text.contains("not a regular file"), "{text}");
+    assert!(dir.is_dir());
+}
+
+/// A prompt cache whose checksum is right but whose K/V hold a NaN is rejected and rebuilt.
+#[test]
+fn prompt_cache_with_nan_values_is_rejected() {
+    let pc = tmp("nan.cache");
+    let _ = std::fs::remove_file(&pc);
+    let model = tiny();
+    let args = [
+        "run",
+        "-m",
+        s(&model),
+        "-p",
+        "One two three four",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--prompt-cache",
+        s(&pc),
+    ];
+    let (code, text) = lckv(&args);
+    assert!(code == 0 && text.contains("saved"), "{text}");
+    // The last two bytes before the checksum are the last f16 of the last V row.
+    let mut b = std::fs::read(&pc).unwrap();
+    let end = b.len() - 4;
+    b[end - 2..end].copy_from_slice(&0x7e00u16.to_le_bytes());
+    let crc = crc32fast::hash(&b[..end]);
+    b[end..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&pc, &b).unwrap();
+    let (code, text) = lckv(&args);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("NaN") && text.contains("saved"), "{text}");
+}

@@ -463,3 +463,110 @@ fn busy_then_sigterm_during_a_stream_exits_zero() {
     let _ = waiting.read_to_string(&mut queued);
     assert!(queued.contains("HTTP/1.1 503 "), "{queued}");
 }
+
+/// One non-streaming greedy chat completion: (answer, usage).
+fn chat(server: &Server, messages: &Value) -> (String, Value) {
+    let body = serde_json::json!({
+        "model": "m", "messages": messages, "temperature": 0, "max_tokens": N,
+    })
+    .to_string();
+    let (status, _, out) = server
+        .request("POST", "/v1/chat/completions", Some(&body), &[])
+        .expect("a chat request");
+    assert_eq!(status, 200, "{out}\n{}", server.log_text());
+    let v: Value = serde_json::from_str(&out).expect("a JSON answer");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    (text.to_string(), v["usage"].clone())
+}
+
+fn cached(usage: &Value) -> u64 {
+    usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens")
+}
+
+#[test]
+fn prompt_cache_and_prefix_reuse_keep_the_answers() {
+    let _one = serial();
+    expected();
+    let file = std::env::temp_dir().join(format!("lckv-serve-pc-{}.bin", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let pc = file.to_str().unwrap();
+    let user = |p: &str| serde_json::json!([{"role": "user", "content": p}]);
+    let (p0, p1) = (CHAT_PROMPTS[0], CHAT_PROMPTS[1]);
+
+    // First start: no file yet; the first prompt is computed and saved, and the second shares
+    // the chat template's system prefix with it.
+    let server = Server::start("pcache1", &["--parallel", "2", "--prompt-cache", pc]);
+    let (a0, u0) = chat(&server, &user(p0));
+    assert_eq!(
+        a0,
+        reference(true, p0),
+        "first request: differs from lckv run"
+    );
+    assert_eq!(cached(&u0), 0, "{u0}");
+    assert!(
+        file.exists(),
+        "the prompt cache was not saved\n{}",
+        server.log_text()
+    );
+    let (a1, u1) = chat(&server, &user(p1));
+    assert_eq!(
+        a1,
+        reference(true, p1),
+        "second request: differs from lckv run"
+    );
+    assert!(
+        cached(&u1) > 0,
+        "the shared system prefix was computed again: {u1}"
+    );
+
+    // The next turn of the first conversation reuses its prompt and answer.
+    let turn2 = serde_json::json!([
+        {"role": "user", "content": p0},
+        {"role": "assistant", "content": a0},
+        {"role": "user", "content": "And of Italy?"},
+    ]);
+    let (t2, ut2) = chat(&server, &turn2);
+    assert!(
+        cached(&ut2) > u0["prompt_tokens"].as_u64().unwrap(),
+        "turn two did not reuse turn one's prompt and answer: {ut2} after {u0}"
+    );
+    drop(server);
+
+    // Second start: the file is restored; every prompt token but the last comes from it.
+    let server = Server::start("pcache2", &["--parallel", "2", "--prompt-cache", pc]);
+    assert!(
+        server.log_text().contains("tokens restored"),
+        "{}",
+        server.log_text()
+    );
+    let (a0b, u0b) = chat(&server, &user(p0));
+    assert_eq!(
+        a0b,
+        reference(true, p0),
+        "restored request: differs from lckv run"
+    );
+    assert_eq!(
+        cached(&u0b) + 1,
+        u0b["prompt_tokens"].as_u64().unwrap(),
+        "{u0b}"
+    );
+    let (_, _, metrics) = server.request("GET", "/metrics", None, &[]).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lckv_prompt_tokens_reused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    drop(server);
+
+    // Turn two computed from nothing gives the same answer as with reuse.
+    let fresh = Server::start("pcache3", &["--parallel", "1"]);
+    let (t2_fresh, uf) = chat(&fresh, &turn2);
+    assert_eq!(cached(&uf), 0);
+    assert_eq!(t2, t2_fresh, "turn two differs with and without reuse");
+    let _ = std::fs::remove_file(&file);
+}

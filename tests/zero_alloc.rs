@@ -149,3 +149,66 @@ fn no_allocation_per_token_real_model_with_detokenizer() {
         "generation with sampling and detokenization allocated {n} times in 32 tokens"
     );
 }
+
+/// `lckv pipe`'s model path: `generate_with` on the real model, the token ids recorded into a
+/// reserved vector and the input polled for a cancel between tokens, as the pipe does. Counted
+/// from the first token to the 33rd (the pipe's JSON events are left out: they are output).
+#[test]
+fn no_allocation_per_token_in_the_pipe_loop() {
+    use lckv::generate::{generate_with, Flow, GenerateOptions};
+    use lckv::pipe::events::Events;
+    use lckv::pipe::inbox::Inbox;
+
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let m = common::load_model(&common::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let tok = m.tokenizer().unwrap();
+    let opts = SessionOptions {
+        n_ctx: 128,
+        ..SessionOptions::default()
+    };
+    let mut s = Session::new(&m, lckv_kernels::kernels(), opts).unwrap();
+    let prompt = tok.encode("The quick brown fox", true, false).unwrap();
+    let mut sampler = Sampler::new(SamplerConfig::default(), m.cfg.n_vocab);
+    let (_tx, rx) = std::sync::mpsc::channel();
+    let mut inbox = Inbox::new(rx);
+    let mut events = Events::new(std::io::sink());
+    let id = serde_json::Value::from(1);
+    let mut ids = Vec::with_capacity(64);
+    let mut counted_allocs = None;
+    generate_with(
+        &mut s,
+        &tok,
+        &mut sampler,
+        &prompt,
+        GenerateOptions {
+            max_tokens: 64,
+            ignore_eos: true,
+        },
+        &mut |t, _piece| {
+            let Some(t) = t else { return Flow::Stop };
+            ids.push(t);
+            if inbox.poll(&id, &mut events) {
+                return Flow::Stop;
+            }
+            match ids.len() {
+                1 => {
+                    ALLOCS.store(0, Ordering::SeqCst);
+                    COUNTING.store(true, Ordering::SeqCst);
+                    Flow::Go
+                }
+                33 => {
+                    COUNTING.store(false, Ordering::SeqCst);
+                    counted_allocs = Some(ALLOCS.load(Ordering::SeqCst));
+                    Flow::Stop
+                }
+                _ => Flow::Go,
+            }
+        },
+    )
+    .unwrap();
+    let n = counted_allocs.expect("33 tokens generated");
+    assert_eq!(
+        n, 0,
+        "the pipe's generation loop allocated {n} times in 32 tokens"
+    );
+}

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;
+pub mod pipe;
 pub mod run;
 pub mod serve;
 

@@ -41,6 +41,9 @@ pub struct RunArgs {
 
 pub fn main(a: RunArgs) -> Result<()> {
     let sampler_cfg = a.sampling.config()?;
+    if let Some(pc) = &a.prompt_cache {
+        lckv::prompt_cache::check_replaceable(pc)?;
+    }
     let model = super::open(&a.model)?;
     let tok = model.tokenizer()?;
     let mut session = super::session(&a.model, &model, 1, false)?;

@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Requests that may wait for a free session; more are answered 503 with Retry-After.
     #[arg(long = "queue", default_value_t = 16)]
     pub queue: usize,
+    /// Keep a prompt prefix (a shared system prompt) in FILE: restored at start into one more
+    /// session of the plan, it is copied into every request that begins with it instead of
+    /// being processed; missing or stale, the first request's prompt is saved there.
+    #[arg(long = "prompt-cache")]
+    pub prompt_cache: Option<std::path::PathBuf>,
     /// Test only: the engine loop hangs this many milliseconds after it starts, so that the
     /// tests can see the systemd watchdog pings stop (tests/systemd_notify.rs).
     #[arg(long = "test-stall-engine-after-ms", hide = true)]
@@ -106,6 +111,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
         Some(l) => Listen::Passed(l),
         None => Listen::Bind(resolve(&a.host, a.port)?),
     };
+    if let Some(pc) = &a.prompt_cache {
+        lckv::prompt_cache::check_replaceable(pc)?;
+    }
     let notifier = Arc::new(Notifier::from_env());
     notifier.status("loading the model");
     let model = super::open(&a.model)?;
@@ -116,11 +124,13 @@ pub fn main(a: ServeArgs) -> Result<()> {
     // A decode step computes the logits of up to this many sessions per pass over the output
     // matrix (the largest of a small model): more rows cost logit memory, fewer re-read it.
     let (mut opts, budget) = super::session_options(&a.model, LOGIT_ROWS)?;
+    // The prompt cache's prefix lives in one session of the plan beside the requests' own.
+    let reserved = usize::from(a.prompt_cache.is_some());
     let sessions = match parallel {
         Parallel::Sessions(n) => {
             opts.logit_rows = n.min(LOGIT_ROWS);
-            opts.n_ctx = super::context(&a.model, &model, &opts, n, budget)?;
-            n
+            opts.n_ctx = super::context(&a.model, &model, &opts, n + reserved, budget)?;
+            n + reserved
         }
         Parallel::Auto => {
             if super::context_is_auto(&a.model) {
@@ -130,8 +140,19 @@ pub fn main(a: ServeArgs) -> Result<()> {
             }
             opts.n_ctx = super::context(&a.model, &model, &opts, 1, budget)?;
             match budget {
-                Some(b) => SessionPlan::most_sessions(&model, &opts, b, MAX_AUTO_PARALLEL)?,
-                None => DEFAULT_PARALLEL,
+                Some(b) => {
+                    let most =
+                        SessionPlan::most_sessions(&model, &opts, b, MAX_AUTO_PARALLEL + reserved)?;
+                    if most <= reserved {
+                        return Err(Error::Usage(format!(
+                            "--mem-budget {}: one session of {} tokens fits, and the prompt cache takes it; raise the budget, lower -c or leave out --prompt-cache",
+                            a.model.mem_budget.as_deref().unwrap_or_default(),
+                            opts.n_ctx
+                        )));
+                    }
+                    most
+                }
+                None => DEFAULT_PARALLEL + reserved,
             }
         }
     };
@@ -140,7 +161,16 @@ pub fn main(a: ServeArgs) -> Result<()> {
         plan.memory.check(b)?;
     }
     super::print_plan(&model, kern, &plan, budget);
-    eprintln!("lckv: {sessions} sessions of {} tokens", plan.opts.n_ctx);
+    let note = if reserved > 0 {
+        " (and one holding the prompt cache)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "lckv: {} sessions of {} tokens{note}",
+        sessions - reserved,
+        plan.opts.n_ctx
+    );
 
     // Bound before the arena is allocated, so that a port in use fails at once.
     let listener = match listen {
@@ -190,6 +220,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
         EngineOptions {
             queue_limit: a.queue,
             prefill_chunk: a.model.batch,
+            prompt_cache: a.prompt_cache.clone(),
             heartbeat: notifier
                 .enabled()
                 .then(|| Heartbeat::new(Arc::clone(&notifier))),
@@ -289,7 +320,7 @@ fn server_info(a: &ServeArgs, model: &Model, plan: &SessionPlan) -> ServerInfo {
         quantization,
         n_params,
         n_ctx: plan.opts.n_ctx,
-        parallel: m.sessions,
+        parallel: m.sessions - usize::from(a.prompt_cache.is_some()),
         kv_plan: model.cfg.plan.layer_types(),
         kv_bytes_per_token: m.kv_bytes_per_token,
         kv_capacity_bytes: m.per_session.kv_cache * m.sessions,

@@ -5,6 +5,8 @@
 //! (README, "GGUF extensions") and have no K/V projections on consumer layers.
 
 pub mod hf;
+pub mod special_vocab;
+pub mod spm_vocab;
 
 use std::path::{Path, PathBuf};
 
@@ -360,7 +362,8 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<()> {
     Ok(())
 }
 
-/// Tokenizer metadata: copied from a GGUF, or built from a byte-level BPE `tokenizer.json`.
+/// Tokenizer metadata: copied from a GGUF, or built from a byte-level BPE or a
+/// SentencePiece-style (BPE with byte fallback) `tokenizer.json`.
 fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptions) -> Result<()> {
     if let Some(src) = &opts.vocab_from {
         let g = GgufFile::open(src)?;
@@ -386,10 +389,13 @@ fn add_vocab(w: &mut GgufWriter, dir: &Path, cfg: &HfConfig, opts: &ConvertOptio
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let j: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+    if spm_vocab::is_spm(&j) {
+        return spm_vocab::add(w, dir, &path, &j, cfg.vocab);
+    }
     let model = &j["model"];
     if model["type"].as_str() != Some("BPE") || j["decoder"]["type"].as_str() != Some("ByteLevel") {
         return Err(Error::Tokenizer(format!(
-            "{}: only byte-level BPE tokenizers are converted; pass --vocab-from a GGUF with the same vocabulary",
+            "{}: only byte-level BPE and SentencePiece-style (BPE with byte_fallback) tokenizers are converted; pass --vocab-from a GGUF with the same vocabulary",
             path.display()
         )));
     }

@@ -181,4 +181,20 @@ impl KvCache {
         lc.k[positions.start * pb..positions.end * pb].copy_from_slice(&data[..n]);
         lc.v[positions.start * pb..positions.end * pb].copy_from_slice(&data[n..2 * n]);
     }
+
+    /// Copies the first `n` positions of every producer layer from `src`, a cache of the same
+    /// plan and layout (a prefix computed once, handed to a session that starts with it).
+    pub fn copy_prefix_from(&mut self, src: &KvCache, n: usize) {
+        assert!(
+            self.layout == src.layout && n <= self.n_ctx.min(src.n_ctx),
+            "prefix copy between caches of different layouts or past their context"
+        );
+        let bytes = n * self.layout.pos_bytes();
+        for (dst, src) in self.layers.iter_mut().zip(&src.layers) {
+            if let (Some(d), Some(s)) = (dst.as_mut(), src.as_ref()) {
+                d.k[..bytes].copy_from_slice(&s.k[..bytes]);
+                d.v[..bytes].copy_from_slice(&s.v[..bytes]);
+            }
+        }
+    }
 }

@@ -145,6 +145,21 @@ impl Forward {
         &mut self.slots[slot]
     }
 
+    /// Copies the first `n` positions of slot `from`'s cache into slot `to`'s (a prefix held
+    /// once, given to a session that starts with it).
+    pub fn copy_prefix(&mut self, from: usize, to: usize, n: usize) {
+        if from == to {
+            return;
+        }
+        let (lo, hi) = self.slots.split_at_mut(from.max(to));
+        let (src, dst) = if from < to {
+            (&lo[from], &mut hi[0])
+        } else {
+            (&hi[0], &mut lo[to])
+        };
+        dst.cache.copy_prefix_from(&src.cache, n);
+    }
+
     /// The logits of the last position of `slot` a call produced logits for.
     pub fn last_logits(&self, slot: usize) -> &[f32] {
         &self.slots[slot].last

@@ -5,8 +5,14 @@
 //! request's channel without blocking: a reader that is gone or far behind is cancelled and its
 //! slot freed at once, so no client can stall the loop. The loop also beats systemd's watchdog
 //! (`Heartbeat`), so that a hung loop, not just a dead process, gets the service restarted.
+//!
+//! Prompts are not prefilled again where the cache already holds them: a request goes to the
+//! free slot whose last occupant's tokens share the longest prefix with its prompt (the next
+//! turn of a chat, a shared system prompt), and with `--prompt-cache` one more slot of the plan
+//! holds a saved prefix that any request starting with it copies instead of computing.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -18,6 +24,8 @@ use lckv_kernels::Kernels;
 use crate::chat::ChatTemplate;
 use crate::model::forward::{Forward, Logits, Prefill, Row};
 use crate::model::Model;
+use crate::prefix::shared_prefix;
+use crate::prompt_cache;
 use crate::sampler::Sampler;
 use crate::server::request::{EngineHandle, Event, Finish, Prompt, Request, Usage};
 use crate::server::stats::{ServerInfo, Stats};
@@ -39,6 +47,10 @@ pub struct EngineOptions {
     /// Most prompt tokens prefilled in one step, so that a long prompt does not stall the
     /// other sessions' generation for longer than one chunk.
     pub prefill_chunk: usize,
+    /// A prompt-cache file: its prefix is restored into a slot of its own at the start (the plan
+    /// must hold one session more than the requests use), or, missing or stale, the first
+    /// request's prompt is saved there.
+    pub prompt_cache: Option<PathBuf>,
     /// Watchdog pings and status for systemd, sent from the loop itself; None: no service
     /// manager to tell.
     pub heartbeat: Option<Heartbeat>,
@@ -64,8 +76,35 @@ pub fn spawn(
     info: ServerInfo,
     opts: EngineOptions,
 ) -> Result<(EngineHandle, JoinHandle<()>)> {
-    let slots = plan.memory.sessions;
-    let fwd = Forward::new(m.model, m.kern, plan.memory.dims, slots)?;
+    let reserved = usize::from(opts.prompt_cache.is_some());
+    let slots = plan.memory.sessions.saturating_sub(reserved);
+    if slots == 0 {
+        return Err(Error::Usage(
+            "the plan holds no session besides the prompt cache's; plan one more session".into(),
+        ));
+    }
+    let mut fwd = Forward::new(m.model, m.kern, plan.memory.dims, plan.memory.sessions)?;
+    let prefix = opts.prompt_cache.clone().map(|path| {
+        let slot = slots;
+        let tokens = match prompt_cache::load_cache(&path, m.model, &mut fwd.slot_mut(slot).cache) {
+            Ok(tokens) => {
+                eprintln!(
+                    "lckv: prompt cache {}: {} tokens restored",
+                    path.display(),
+                    tokens.len()
+                );
+                tokens
+            }
+            Err(why) => {
+                eprintln!(
+                    "lckv: prompt cache {}: {why}; the first request's prompt will be saved",
+                    path.display()
+                );
+                Vec::new()
+            }
+        };
+        PrefixSlot { path, slot, tokens }
+    });
     let prefill = match plan.opts.prefill {
         PrefillChoice::Sequential => Prefill::Sequential,
         PrefillChoice::Iterative => Prefill::Iterative {
@@ -85,6 +124,8 @@ pub fn spawn(
         chunk,
         n_ctx: plan.memory.dims.n_ctx,
         slots: (0..slots).map(|_| None).collect(),
+        held: (0..slots).map(|_| Vec::new()).collect(),
+        prefix,
         waiting: VecDeque::new(),
         rows: Vec::with_capacity(slots),
         tokens: Vec::with_capacity(slots),
@@ -110,11 +151,24 @@ pub fn spawn(
     Ok((handle, thread))
 }
 
+/// The slot that holds a prompt cache's prefix, and where that prefix is saved.
+struct PrefixSlot {
+    path: PathBuf,
+    slot: usize,
+    /// The tokens of the prefix it holds (empty until one is restored or saved).
+    tokens: Vec<u32>,
+}
+
 /// A request in a slot.
 struct Active {
     events: std::sync::mpsc::SyncSender<Event>,
     sampler: Sampler,
-    prompt: Vec<u32>,
+    /// The prompt, then the generated tokens (room for a whole context is reserved when the
+    /// request is admitted, so generating never allocates).
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// Prompt tokens taken from a cache rather than prefilled.
+    reused: usize,
     /// Prompt tokens already in the cache.
     prefilled: usize,
     /// Positions in the cache.
@@ -145,6 +199,9 @@ struct Engine {
     chunk: usize,
     n_ctx: usize,
     slots: Vec<Option<Active>>,
+    /// The tokens each slot's cache holds from its last request, for prefix reuse.
+    held: Vec<Vec<u32>>,
+    prefix: Option<PrefixSlot>,
     waiting: VecDeque<Request>,
     rows: Vec<Row>,
     tokens: Vec<u32>,
@@ -200,41 +257,75 @@ impl Engine {
         }
     }
 
-    /// Moves waiting requests into free slots, tokenizing their prompts.
+    /// Moves waiting requests into free slots, tokenizing their prompts; each goes to the free
+    /// slot that already holds the longest prefix of it.
     fn admit(&mut self) {
-        while let Some(free) = self.slots.iter().position(Option::is_none) {
+        while self.slots.iter().any(Option::is_none) {
             let Some(r) = self.waiting.pop_front() else {
                 return;
             };
-            match self.tokenize(&r.prompt) {
-                Ok(prompt) => {
-                    self.stats.admitted_one();
-                    self.slots[free] = Some(Active {
-                        sampler: Sampler::for_context(
-                            r.sampling,
-                            self.m.model.cfg.n_vocab,
-                            self.n_ctx,
-                        ),
-                        events: r.events,
-                        prompt,
-                        prefilled: 0,
-                        n_past: 0,
-                        pending: None,
-                        generated: 0,
-                        max_tokens: r.max_tokens,
-                        stream: StreamDecoder::new(),
-                        stop: StopMatcher::new(r.stop),
-                        started: Instant::now(),
-                        first_token: None,
-                        prompt_done: None,
-                    });
-                }
+            let prompt = match self.tokenize(&r.prompt) {
+                Ok(p) => p,
                 Err(why) => {
                     self.stats.dropped_queued();
                     let _ = r.events.try_send(Event::Error(why));
+                    continue;
                 }
+            };
+            let (slot, kept) = self.reuse(&prompt);
+            self.stats.admitted_one();
+            let prompt_len = prompt.len();
+            let mut tokens = prompt;
+            tokens.reserve_exact((self.n_ctx + 1).saturating_sub(prompt_len));
+            self.slots[slot] = Some(Active {
+                sampler: Sampler::for_context(r.sampling, self.m.model.cfg.n_vocab, self.n_ctx),
+                events: r.events,
+                tokens,
+                prompt_len,
+                reused: kept,
+                prefilled: kept,
+                n_past: kept,
+                pending: None,
+                generated: 0,
+                max_tokens: r.max_tokens,
+                stream: StreamDecoder::new(),
+                stop: StopMatcher::new(r.stop),
+                started: Instant::now(),
+                first_token: None,
+                prompt_done: None,
+            });
+        }
+    }
+
+    /// Chooses a free slot for `prompt` and puts the longest cached prefix of it there: the
+    /// free slot's own leftover tokens, or the prompt cache's prefix copied in when that is
+    /// longer. The slot is the one that keeps the most prompt tokens for the fewest held tokens
+    /// it overwrites, so a new conversation that shares only a system prompt with an earlier
+    /// one does not evict that conversation when another slot serves it as well. Returns the
+    /// slot and the prompt tokens its cache now holds.
+    fn reuse(&mut self, prompt: &[u32]) -> (usize, usize) {
+        let from_file = self
+            .prefix
+            .as_ref()
+            .map_or(0, |p| shared_prefix(&p.tokens, prompt));
+        let mut best: Option<(i64, usize, usize)> = None;
+        for slot in (0..self.slots.len()).filter(|&i| self.slots[i].is_none()) {
+            let own = shared_prefix(&self.held[slot], prompt);
+            let kept = own.max(from_file);
+            let lost = self.held[slot].len() - own;
+            let score = kept as i64 - lost as i64;
+            if best.is_none_or(|b| score > b.0) {
+                best = Some((score, slot, own));
             }
         }
+        let (_, slot, own) = best.expect("admit calls this with a free slot");
+        if from_file > own {
+            let p = self.prefix.as_ref().expect("measured above");
+            self.fwd.copy_prefix(p.slot, slot, from_file);
+            self.held[slot].clear();
+            return (slot, from_file);
+        }
+        (slot, own)
     }
 
     fn tokenize(&self, prompt: &Prompt) -> std::result::Result<Vec<u32>, String> {
@@ -267,19 +358,19 @@ impl Engine {
         let n = self.slots.len();
         let Some(slot) = (0..n)
             .map(|i| (self.next_prefill + i) % n)
-            .find(|&i| matches!(&self.slots[i], Some(a) if a.prefilled < a.prompt.len()))
+            .find(|&i| matches!(&self.slots[i], Some(a) if a.prefilled < a.prompt_len))
         else {
             return;
         };
         self.next_prefill = (slot + 1) % n;
         let a = self.slots[slot].as_mut().expect("chosen above");
-        let end = (a.prefilled + self.chunk).min(a.prompt.len());
-        let last = end == a.prompt.len();
+        let end = (a.prefilled + self.chunk).min(a.prompt_len);
+        let last = end == a.prompt_len;
         let want = if last { Logits::Last } else { Logits::None };
         let result = self.fwd.forward(
             self.m.model,
             slot,
-            &a.prompt[a.prefilled..end],
+            &a.tokens[a.prefilled..end],
             a.n_past,
             self.prefill,
             want,
@@ -292,11 +383,13 @@ impl Engine {
         a.n_past += end - a.prefilled;
         a.prefilled = end;
         if last {
-            for &t in &a.prompt {
+            for &t in &a.tokens[..a.prompt_len] {
                 a.sampler.accept(t);
             }
             a.prompt_done = Some(Instant::now());
-            self.stats.add_tokens(a.prompt.len() as u64, 0);
+            self.stats.add_tokens((a.prompt_len - a.reused) as u64, 0);
+            self.stats.add_reused(a.reused as u64);
+            self.save_prefix(slot);
             self.sample(slot);
         }
     }
@@ -360,6 +453,7 @@ impl Engine {
         let Some(mut a) = self.slots[slot].take() else {
             return;
         };
+        let a = &mut a;
         // Bytes of an unfinished character and text held back for a stop string that never
         // came are still the answer's.
         let tail = a.stream.flush();
@@ -376,7 +470,8 @@ impl Engine {
         let _ = a.events.try_send(Event::Done {
             finish,
             usage: Usage {
-                prompt_tokens: a.prompt.len(),
+                prompt_tokens: a.prompt_len,
+                cached_tokens: a.reused,
                 completion_tokens: a.generated,
                 first_token_ms: ms(a.first_token.unwrap_or(now) - a.started),
                 prompt_ms: ms(prompt_done - a.started),
@@ -384,6 +479,39 @@ impl Engine {
             },
         });
         self.stats.finished_one();
+        self.keep_tokens(slot, std::mem::take(&mut a.tokens), a.n_past);
+    }
+
+    /// Remembers what `slot`'s cache holds after its request: the first `n_past` of `tokens`.
+    fn keep_tokens(&mut self, slot: usize, mut tokens: Vec<u32>, n_past: usize) {
+        tokens.truncate(n_past);
+        self.held[slot] = tokens;
+    }
+
+    /// Saves the prompt `slot` just prefilled as the prompt cache, when one is asked for and
+    /// none was restored or saved yet: into the prefix slot, then to its file.
+    fn save_prefix(&mut self, slot: usize) {
+        let Some(p) = self.prefix.as_mut() else {
+            return;
+        };
+        let a = self.slots[slot]
+            .as_ref()
+            .expect("saving an active slot's prompt");
+        if !p.tokens.is_empty() || a.prompt_len < 2 {
+            return;
+        }
+        self.fwd.copy_prefix(slot, p.slot, a.prompt_len);
+        p.tokens = a.tokens[..a.prompt_len].to_vec();
+        let cache = &self.fwd.slot(p.slot).cache;
+        match prompt_cache::save_cache(&p.path, self.m.model, cache, &p.tokens) {
+            Ok(bytes) => eprintln!(
+                "lckv: prompt cache {}: saved {} prompt tokens ({bytes} bytes)",
+                p.path.display(),
+                p.tokens.len()
+            ),
+            // The prefix still serves this run from memory; only the next start misses it.
+            Err(e) => eprintln!("lckv: prompt cache {}: not saved: {e}", p.path.display()),
+        }
     }
 
     fn fail(&mut self, slot: usize, why: String) {
@@ -391,11 +519,15 @@ impl Engine {
             let _ = a.events.try_send(Event::Error(why));
             self.stats.finished_one();
         }
+        // A failed step may have left the cache part-written: trust none of it.
+        self.held[slot].clear();
     }
 
+    /// Frees the slot of a reader that is gone; what its cache holds stays reusable.
     fn release(&mut self, slot: usize) {
-        if self.slots[slot].take().is_some() {
+        if let Some(a) = self.slots[slot].take() {
             self.stats.finished_one();
+            self.keep_tokens(slot, a.tokens, a.n_past);
         }
     }
 
@@ -434,6 +566,8 @@ fn next_token(a: &mut Active, tok: &Tokenizer, logits: &[f32], n_ctx: usize) -> 
         return Outcome::Finished(Finish::Stop);
     }
     a.generated += 1;
+    // Room for it was reserved at admission.
+    a.tokens.push(t);
     a.first_token.get_or_insert_with(Instant::now);
     let piece = a.stream.push(tok, t);
     match a.stop.push(piece) {

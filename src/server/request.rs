@@ -54,6 +54,9 @@ impl Finish {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Usage {
     pub prompt_tokens: usize,
+    /// Prompt tokens whose K/V came from a cache (an earlier request's, or the prompt cache)
+    /// instead of being computed.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     /// From the request reaching the engine to its first generated token.
     pub first_token_ms: f64,

@@ -39,6 +39,7 @@ pub struct Stats {
     active: AtomicUsize,
     kv_tokens: AtomicUsize,
     prompt_tokens: AtomicU64,
+    reused_tokens: AtomicU64,
     generated_tokens: AtomicU64,
     requests: AtomicU64,
     /// Generation rate of the last step, tokens/s times 1000.
@@ -54,6 +55,8 @@ pub struct StatsSnapshot {
     /// Tokens held in all sessions' KV caches.
     pub kv_tokens: usize,
     pub prompt_tokens: u64,
+    /// Prompt tokens taken from a cache instead of being prefilled.
+    pub reused_tokens: u64,
     pub generated_tokens: u64,
     pub requests: u64,
     pub tokens_per_second_milli: u64,
@@ -95,6 +98,10 @@ impl Stats {
             .fetch_add(generated, Ordering::Relaxed);
     }
 
+    pub fn add_reused(&self, prompt: u64) {
+        self.reused_tokens.fetch_add(prompt, Ordering::Relaxed);
+    }
+
     pub fn set_kv_tokens(&self, n: usize) {
         self.kv_tokens.store(n, Ordering::Relaxed);
     }
@@ -111,6 +118,7 @@ impl Stats {
             active: self.active.load(Ordering::Relaxed),
             kv_tokens: self.kv_tokens.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            reused_tokens: self.reused_tokens.load(Ordering::Relaxed),
             generated_tokens: self.generated_tokens.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             tokens_per_second_milli: self.rate_milli.load(Ordering::Relaxed),

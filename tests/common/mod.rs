@@ -154,6 +154,17 @@ pub fn lckv(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run lckv: {e}"))
 }
 
+/// A program the test needs from the system (jq, espeak-ng, sox...), found on PATH. A missing
+/// tool is a setup mistake, not a pass: the test fails and says how to install it.
+pub fn required_tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("missing tool {name}: run scripts/install_deps.sh"))
+}
+
 /// The Python of the project venv (`<repo>/.venv`, made by scripts/setup_venv.sh). A missing venv
 /// is a setup mistake, not a pass: the test fails and says how to make it.
 pub fn venv_python() -> PathBuf {

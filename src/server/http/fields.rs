@@ -175,10 +175,19 @@ impl<'a> Fields<'a> {
     /// `repeat_last_n`, `seed`) over the CLI's defaults. Without a seed (or with a negative one,
     /// Ollama's "random") each request draws its own.
     pub fn sampling(&self) -> Result<SamplerConfig> {
-        let d = SamplerConfig::default();
+        self.sampling_over(&SamplerConfig {
+            seed: super::random_u64(),
+            ..SamplerConfig::default()
+        })
+    }
+
+    /// The sampling fields over the given defaults (`lckv pipe`: its command line's). A negative
+    /// seed draws one at random.
+    pub fn sampling_over(&self, d: &SamplerConfig) -> Result<SamplerConfig> {
         let seed = match self.int("seed")? {
             Some(s) if s >= 0 => s as u64,
-            _ => super::random_u64(),
+            Some(_) => super::random_u64(),
+            None => d.seed,
         };
         let c = SamplerConfig {
             temperature: self.f32("temperature")?.unwrap_or(d.temperature),

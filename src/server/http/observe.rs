@@ -35,6 +35,12 @@ pub fn metrics(app: &App) -> Response {
         s.prompt_tokens.to_string(),
     );
     metric(
+        "prompt_tokens_reused_total",
+        "counter",
+        "Prompt tokens whose K/V were taken from a cache (an earlier request's or the prompt cache) instead of being processed.",
+        s.reused_tokens.to_string(),
+    );
+    metric(
         "generated_tokens_total",
         "counter",
         "Generated tokens run through the model.",

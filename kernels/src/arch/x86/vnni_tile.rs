@@ -23,6 +23,9 @@ use crate::formats::{
 };
 use std::arch::x86_64::*;
 
+// The block heads read below take Q4_1's min from the two bytes after its scale.
+const _: () = assert!(Q4_1_M == 2);
+
 /// Installs this file's tiles into the tables of vec_dot-order tiles.
 pub(crate) fn install(tile8: &mut [Option<Tile8Fn>; 11], tile4: &mut [Option<Tile4Fn>; 11]) {
     tile4[GgmlType::Q6K.index()] = Some(tile4_q6_k);
@@ -80,36 +83,38 @@ unsafe fn tile8_pairs_with(
             for (p, u) in u.iter_mut().enumerate() {
                 *u = prep(x(2 * p), x(2 * p + 1));
             }
-            let dw: [u16; 8] = std::array::from_fn(|r| u16::from_le_bytes([*x(r), *x(r).add(1)]));
-            // `dw` is eight u16s; loadu has no alignment requirement.
-            let dw8 = _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i));
+            // Each row's first four bytes: its f16 scale, and for Q4_1 its f16 min after it
+            // (every block is longer than four bytes).
+            let heads: [u32; 8] = std::array::from_fn(|r| (x(r) as *const u32).read_unaligned());
+            // `heads` is eight u32s; loadu has no alignment requirement.
+            let head = _mm256_loadu_si256(heads.as_ptr() as *const __m256i);
+            let dw8 = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(head));
             let mw8 = if mins {
-                let mw: [u16; 8] = std::array::from_fn(|r| {
-                    u16::from_le_bytes([*x(r).add(Q4_1_M), *x(r).add(Q4_1_M + 1)])
-                });
-                _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i))
+                _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32::<16>(head)))
             } else {
                 _mm256_setzero_ps()
             };
+            // Pair p's weight scales spread to its lanes, once per block for all tokens.
+            let dw = _mm512_castps256_ps512(dw8);
+            let dwp: [__m512; 4] = std::array::from_fn(|p| _mm512_permutexvar_ps(pair_idx[p], dw));
             for (t, (acc, min_acc)) in acc.iter_mut().zip(min_acc.iter_mut()).enumerate().take(nt) {
                 let y = a.as_ptr().add(t * a_row + i * ab);
-                let qy = _mm256_loadu_si256(y.add(q_at) as *const __m256i);
-                let yy = join(qy, qy);
+                let yy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.add(q_at) as *const __m256i));
                 let start = if offset == 0 {
                     _mm512_setzero_si512()
                 } else {
                     let e = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, yy);
                     _mm512_sub_epi32(_mm512_setzero_si512(), e)
                 };
-                // Each row's d_w * d_a, the f32 product the one-row kernel broadcasts.
-                let d8 = _mm512_castps256_ps512(_mm256_mul_ps(dw8, _mm256_set1_ps(f16_at(y))));
+                let da = _mm512_set1_ps(f16_at(y));
                 if mins {
                     let sy = _mm256_set1_ps(f16_at(y.add(Q8_1_S)));
                     *min_acc = _mm256_add_ps(*min_acc, _mm256_mul_ps(mw8, sy));
                 }
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let s = _mm512_dpbusd_epi32(start, u[p], yy);
-                    let d = _mm512_permutexvar_ps(pair_idx[p], d8);
+                    // Each row's d_w * d_a, the f32 product the one-row kernel broadcasts.
+                    let d = _mm512_mul_ps(dwp[p], da);
                     *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), *acc);
                 }
             }
