@@ -1,4 +1,5 @@
-//! aarch64 NEON dot products for F32, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K, in two flavours:
+//! aarch64 NEON dot products for F32, Q4_K and Q6_K (the 32-element block formats are in
+//! `neon_blocks`), and the pieces those share, in two flavours:
 //! plain NEON (widening multiplies, pairwise adds) and dotprod (`sdot`, ARMv8.2). One generic
 //! body per format, instantiated for each flavour inside a function compiled with its features.
 //!
@@ -7,20 +8,19 @@
 
 use crate::dot::VecDotFn;
 use crate::formats::{
-    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
-    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
-    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+    GgmlType, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL,
+    Q6_K_SCALES, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
 };
 use crate::quant::{f16_at, f32_at, scale_min_k4};
 use std::arch::aarch64::*;
 
 /// Signed 8-bit dot product of 16 lanes, accumulated into 4 i32 lanes.
-trait I8Dot {
+pub(super) trait I8Dot {
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
-struct Plain;
-struct Sdot;
+pub(super) struct Plain;
+pub(super) struct Sdot;
 
 impl I8Dot for Plain {
     #[inline(always)]
@@ -62,10 +62,6 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// Overrides table entries with the plain NEON kernels.
 pub(crate) fn install_neon(dot: &mut [VecDotFn; 11]) {
     dot[GgmlType::F32.index()] = dot_f32;
-    dot[GgmlType::Q4_0.index()] = n_q4_0;
-    dot[GgmlType::Q4_1.index()] = n_q4_1;
-    dot[GgmlType::Q5_0.index()] = n_q5_0;
-    dot[GgmlType::Q8_0.index()] = n_q8_0;
     dot[GgmlType::Q4K.index()] = n_q4_k;
     dot[GgmlType::Q6K.index()] = n_q6_k;
 }
@@ -73,10 +69,6 @@ pub(crate) fn install_neon(dot: &mut [VecDotFn; 11]) {
 /// Overrides table entries with the dotprod kernels (F32 stays plain NEON).
 pub(crate) fn install_dotprod(dot: &mut [VecDotFn; 11]) {
     dot[GgmlType::F32.index()] = dot_f32;
-    dot[GgmlType::Q4_0.index()] = d_q4_0;
-    dot[GgmlType::Q4_1.index()] = d_q4_1;
-    dot[GgmlType::Q5_0.index()] = d_q5_0;
-    dot[GgmlType::Q8_0.index()] = d_q8_0;
     dot[GgmlType::Q4K.index()] = d_q4_k;
     dot[GgmlType::Q6K.index()] = d_q6_k;
 }
@@ -105,10 +97,6 @@ macro_rules! flavours {
 }
 
 flavours! {
-    q4_0 => n_q4_0, d_q4_0;
-    q4_1 => n_q4_1, d_q4_1;
-    q5_0 => n_q5_0, d_q5_0;
-    q8_0 => n_q8_0, d_q8_0;
     q4_k => n_q4_k, d_q4_k;
     q6_k => n_q6_k, d_q6_k;
 }
@@ -159,14 +147,14 @@ unsafe fn ld(p: &[u8]) -> uint8x16_t {
 }
 
 #[inline(always)]
-unsafe fn lds(p: &[u8]) -> int8x16_t {
+pub(super) unsafe fn lds(p: &[u8]) -> int8x16_t {
     // SAFETY: as `ld`.
     unsafe { vreinterpretq_s8_u8(ld(p)) }
 }
 
 /// Low and high nibbles of 16 bytes, as signed bytes minus `off`.
 #[inline(always)]
-unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
     // SAFETY: callers pass slices of at least 16 bytes.
     unsafe {
         let b = ld(p);
@@ -178,92 +166,13 @@ unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
 }
 
 #[inline(always)]
-unsafe fn q4_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: every load reads inside one block: 16 nibble bytes at QS of a Q4_0 block, 32 quants
-    // at QS of a Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q4_0_QS..], 8);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
-                hi,
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
-    }
-}
-
-#[inline(always)]
-unsafe fn q4_1<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at QS of each Q4_1 block, 32 quants at QS of each Q8_1 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        let mut mins = 0.0f32;
-        for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q4_1_QS..], 0);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_1_QS..])),
-                hi,
-                lds(&y[Q8_1_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-            mins += f16_at(&x[Q4_1_M..]) * f16_at(&y[Q8_1_S..]);
-        }
-        vaddvq_f32(acc) + mins
-    }
-}
-
-/// Bytes 0x10 where bits of `b0` (lanes 0..8) and `b1` (lanes 8..16) are set.
-#[inline(always)]
-unsafe fn bits16(b0: u8, b1: u8) -> int8x16_t {
+pub(super) unsafe fn bits16(b0: u8, b1: u8) -> int8x16_t {
     const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
     // SAFETY: BIT is 16 bytes; the rest is register arithmetic.
     unsafe {
         let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
         let set = vtstq_u8(v, vld1q_u8(BIT.as_ptr()));
         vreinterpretq_s8_u8(vandq_u8(set, vdupq_n_u8(0x10)))
-    }
-}
-
-#[inline(always)]
-unsafe fn q5_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at QS of each Q5_0 block, 32 quants at QS of each Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        let sixteen = vdupq_n_s8(16);
-        for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q5_0_QS..], 0);
-            let qh = &x[Q5_0_QH..];
-            let lo = vsubq_s8(vorrq_s8(lo, bits16(qh[0], qh[1])), sixteen);
-            let hi = vsubq_s8(vorrq_s8(hi, bits16(qh[2], qh[3])), sixteen);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
-                hi,
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
-    }
-}
-
-#[inline(always)]
-unsafe fn q8_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 32 quants at QS of each Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lds(&x[Q8_0_QS..]), lds(&y[Q8_0_QS..])),
-                lds(&x[Q8_0_QS + 16..]),
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
     }
 }
 
