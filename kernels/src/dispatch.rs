@@ -265,10 +265,12 @@ fn build(path: KernelPath) -> Kernels {
         KernelPath::Neon => {
             crate::arch::arm::neon::install_neon(&mut k.dot);
             crate::arch::arm::neon_blocks::install(false, &mut k.dot, &mut k.dot4, &mut k.tile4);
+            crate::arch::arm::neon_kquants::install(false, &mut k.dot, &mut k.dot4, &mut k.tile4);
         }
         KernelPath::Dotprod => {
             crate::arch::arm::neon::install_dotprod(&mut k.dot);
             crate::arch::arm::neon_blocks::install(true, &mut k.dot, &mut k.dot4, &mut k.tile4);
+            crate::arch::arm::neon_kquants::install(true, &mut k.dot, &mut k.dot4, &mut k.tile4);
         }
         _ => {}
     }

@@ -255,10 +255,11 @@ fn matmul_tiles_match_the_paths_own_dot_exactly() {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
+            GgmlType::Q4K,
             GgmlType::Q6K,
         ] {
             let aty = wty.vec_dot_type();
-            // Two super-blocks for Q6_K.
+            // Two super-blocks for the K-quants.
             let cols = 512;
             // 12 rows: not a multiple of 8, so Q4_0 takes ggml's vec_dot order too.
             let rows = 12 + 3;

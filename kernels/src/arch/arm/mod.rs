@@ -2,3 +2,4 @@
 
 pub(crate) mod neon;
 pub(crate) mod neon_blocks;
+pub(crate) mod neon_kquants;
