@@ -8,7 +8,8 @@ Owns the training run:
     plus `ce` x the next-token cross-entropy, with the head and both softmaxes run over chunks of
     tokens under activation checkpointing, so no [tokens x vocab] tensor outlives its chunk;
   - the student as `BatchedLckv` under its plan (float32 weights, bf16 autocast, m passes without
-    gradient then b with it), the teacher as the standard plan in bf16 without gradient;
+    gradient then b with it), the teacher as the standard plan (the same precision) without
+    gradient;
   - AdamW, warm-up and cosine (`distill_guard.Schedule`, its length fitted to the time cap from the
     measured step time), grad-norm clipping, the spike guard (`distill_guard.SpikeGuard`) with an
     in-memory snapshot of the last good state, and a checkpoint on disk every `ckpt_every` seconds
@@ -105,9 +106,8 @@ def distill_losses(student: BatchedLckv, teacher: BatchedLckv, hs, ht, tokens, c
 
 
 def make_models(base_cfg, weights, plan, m, b, device):
+    # float32 weights under the same bf16 autocast as the student: bf16 matmuls, float32 residual.
     teacher = from_smollm(base_cfg, weights, "standard").to(device)
-    if device.type == "cuda":
-        teacher = teacher.to(torch.bfloat16)
     teacher.eval().requires_grad_(False)
     student = from_smollm(base_cfg, weights, plan, m=m, b=b).to(device).train()
     if student.cfg.tie_word_embeddings:

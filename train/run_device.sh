@@ -59,7 +59,7 @@ _distill) # run by `distill` in the background
   [ -d $R/teacher-lckv ] || setsid nohup nice -n 10 bash $W/train/distill_lckv_eval.sh $G $R/teacher-lckv 6 \
     "${LCKV_CHUNKS:-12}" auto $TEXTS >/dev/null 2>&1 </dev/null &
   $PYD distill --gen $R/gen --prose $W/data/prose_train.npy --plan "$P" --out $D --seconds "$4" ${DISTILL_ARGS:-} || exit 1
-  $PYD evaluate --hf $D/hf --gen $R/gen --data $W/data --out $D/eval.json || exit 1
+  $PYD evaluate --hf $D/hf --gen $R/gen --data $W/data --out $D/eval.json ${EVAL_ARGS:-} || exit 1
   $BIN convert $D/hf -o $D/model.f32.gguf --type f32 --vocab-from $G >/dev/null || exit 1
   $BIN quantize $D/model.f32.gguf $D/model.q4_0.gguf q4_0 >/dev/null || exit 1
   sha256sum $D/model.q4_0.gguf | tee $D/q4_0.sha256

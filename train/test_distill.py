@@ -108,6 +108,37 @@ class TorchTest(unittest.TestCase):
         self.assertAlmostEqual(ce.item(), F.cross_entropy(head_s(hs), tgt, reduction="sum").item(), places=4)
         self.assertAlmostEqual(_chunk_losses(ht, ht, tgt, norm, head_t, norm, head_t)[0].item(), 0.0, places=5)
 
+    def test_toy_distillation_lowers_kl(self):
+        """A random 4-layer teacher; its lckv-w2 student (m=2, b=1) learns one batch."""
+        from types import SimpleNamespace
+
+        import torch
+
+        from distill_train import make_models, make_optimizer, step_grads
+        from lckv_batched import BatchedLckv
+        from lckv_model import LckvConfig
+
+        cfg = dict(vocab_size=64, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                   head_dim=8, intermediate_size=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+                   max_position_embeddings=128, tie_word_embeddings=True)
+        torch.manual_seed(0)
+        weights = BatchedLckv(LckvConfig(**cfg, layer_types="0_1_2_3", force_nodiag=False)).state_dict()
+        for k, v in weights.items():  # sharper distributions than the default initialization
+            if k.endswith("proj.weight") or k.endswith("embed_tokens.weight"):
+                v.mul_(4.0)
+        a = SimpleNamespace(lr=3e-3, weight_decay=0.0, micro=0, chunk=16, ce=0.0)
+        device = torch.device("cpu")
+        teacher, student = make_models(cfg, weights, "lckv-w2", 2, 1, device)
+        opt = make_optimizer(student, a, device)
+        batch = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+        losses = []
+        for _ in range(40):
+            losses.append(step_grads(student, teacher, batch, a, device)[0])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.assertGreater(losses[0], 0.01)
+        self.assertLess(losses[-1], 0.5 * losses[0])
+
     def test_hf_teacher_matches_standard_plan(self):
         path = os.environ.get("SMOLLM_PT")
         if not path:
@@ -124,6 +155,47 @@ class TorchTest(unittest.TestCase):
             ours = from_smollm(cfg, w, "standard").eval().forward_batch(tokens)
             theirs = hf_teacher(cfg, w, torch.device("cpu"), torch.float32)(tokens).logits
         self.assertLess((ours - theirs).abs().max().item(), 1e-3)
+
+
+class LckvTest(unittest.TestCase):
+    """The 30-layer sandwich-6 plan (untrained) through save_pretrained, `lckv convert` and
+    `lckv logits --prefill iterative`, against PyTorch's batched forward. Needs SMOLLM_PT, LCKV
+    (the binary) and SMOLLM_GGUF."""
+
+    def test_sandwich6_converts_and_matches(self):
+        import subprocess
+        import tempfile
+
+        env = {k: os.environ.get(k) for k in ("SMOLLM_PT", "LCKV", "SMOLLM_GGUF")}
+        if not all(env.values()):
+            self.skipTest("set SMOLLM_PT, LCKV and SMOLLM_GGUF")
+        import numpy as np
+        import torch
+
+        from distill import load_weights
+        from lckv_batched import from_smollm
+        from lckv_model import save_pretrained
+
+        cfg, w = load_weights(env["SMOLLM_PT"], None)
+        # Two passes test the semantics (zeros first, then the previous pass's K/V) without the
+        # rounding growth of nine passes through an untrained plan (as train_lckv.py check).
+        model = from_smollm(cfg, w, "sandwich-6", m=1, b=1).eval()
+        self.assertEqual(model.plan.producers, [0, 4, 11, 18, 25, 29])
+        toks = torch.randint(0, cfg["vocab_size"], (1, 24), generator=torch.Generator().manual_seed(3))
+        with tempfile.TemporaryDirectory() as d:
+            save_pretrained(model, os.path.join(d, "hf"))
+            gg, npy = os.path.join(d, "m.gguf"), os.path.join(d, "l.npy")
+            subprocess.run([env["LCKV"], "convert", os.path.join(d, "hf"), "-o", gg, "--type", "f32",
+                            "--vocab-from", env["SMOLLM_GGUF"]], check=True, stdout=subprocess.DEVNULL)
+            info = subprocess.run([env["LCKV"], "inspect", gg], check=True, capture_output=True, text=True).stdout
+            self.assertIn("4608", info.replace(",", ""))
+            subprocess.run([env["LCKV"], "logits", "-m", gg, "--kv-type", "f32", "--prefill", "iterative", "--tokens",
+                            ",".join(map(str, toks[0].tolist())), "-o", npy], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            theirs = torch.from_numpy(np.load(npy)).reshape(24, -1)
+        with torch.no_grad():
+            ours = model.forward_batch(toks)[0]
+        self.assertLess(((ours - theirs).abs().max() / ours.abs().max()).item(), 1e-3)
 
 
 if __name__ == "__main__":
