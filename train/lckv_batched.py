@@ -10,6 +10,8 @@ flows back through the last b passes (the LCKV paper's gradient stopping). Evalu
 m + b passes without gradient, which is the reference's iterative prefill; `check_against_reference`
 in train_lckv.py compares the two.
 
+`hidden_batch` is the same forward without the head, for losses that apply the head in chunks.
+
 Also: the SmolLM2 plans and `from_smollm`, which puts SmolLM2's weights under a plan (consumer
 layers' k/v projections are dropped).
 """
@@ -45,7 +47,27 @@ def smollm_plans(n: int = 30) -> dict[str, tuple[str, bool]]:
         "lckv-w2": (_plan_string([0] + [n - 2] * (n - 2) + [n - 1]), True),
         # Every middle layer reads layer n/2 - 1 (the lower half attends up to it).
         "sandwich-middle": (_plan_string([0] + [n // 2 - 1] * (n - 2) + [n - 1]), True),
+        # Six caches: the two sandwich layers keep their own, and the middle layers form four
+        # contiguous groups, each reading its group's middle layer (30 layers: producers 0, 4,
+        # 11, 18, 25, 29). No consumer is more than three layers from its producer; the lower
+        # half of a group attends up (a cyclic group of at most 4 layers), the upper half down.
+        "sandwich-6": (_plan_string(_grouped_middle(n, 4)), True),
     }
+
+
+def _grouped_middle(n: int, groups: int) -> list[int]:
+    """src of a sandwich plan whose middle layers 1..n-2 read the middle of their own group."""
+    src = [0] * n
+    src[n - 1] = n - 1
+    middle = list(range(1, n - 1))
+    size, extra = divmod(len(middle), groups)
+    start = 0
+    for g in range(groups):
+        members = middle[start : start + size + (g < extra)]
+        start += len(members)
+        for i in members:
+            src[i] = members[len(members) // 2]
+    return src
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +112,10 @@ class BatchedLckv(LckvLlama):
 
     def forward_batch(self, tokens: torch.Tensor, grad_passes: int = 0, dtype=torch.float32) -> torch.Tensor:
         """Logits [B, T, vocab] of the final pass; `grad_passes` of the m + b passes keep gradient."""
+        return self.logits(self.hidden_batch(tokens, grad_passes, dtype))
+
+    def hidden_batch(self, tokens: torch.Tensor, grad_passes: int = 0, dtype=torch.float32) -> torch.Tensor:
+        """The last layer's output [B, T, hidden] (before the final norm), as `forward_batch` runs it."""
         cfg = self.cfg
         passes = cfg.forward_passes + cfg.backward_passes
         if not 0 <= grad_passes <= passes:
@@ -120,7 +146,7 @@ class BatchedLckv(LckvLlama):
                 for i in range(start, stop):
                     out = self._layer(i, out, rope, kv)
             h = out
-        return self.logits(h)
+        return h
 
 
 def from_smollm(base_cfg: dict, weights: dict[str, torch.Tensor], plan: str, m: int = 7, b: int = 2) -> BatchedLckv:

@@ -262,9 +262,24 @@ fn build(path: KernelPath) -> Kernels {
     #[cfg(target_arch = "aarch64")]
     match path {
         // Only reached after cpu_supports() confirmed neon (and dotprod).
-        KernelPath::Neon => crate::arch::arm::neon::install_neon(&mut k.dot),
-        KernelPath::Dotprod => crate::arch::arm::neon::install_dotprod(&mut k.dot),
+        KernelPath::Neon => {
+            crate::arch::arm::neon::install_neon(&mut k.dot);
+            crate::arch::arm::neon_blocks::install(false, &mut k.dot, &mut k.dot4, &mut k.tile4);
+            crate::arch::arm::neon_kquants::install(false, &mut k.dot, &mut k.dot4, &mut k.tile4);
+        }
+        KernelPath::Dotprod => {
+            crate::arch::arm::neon::install_dotprod(&mut k.dot);
+            crate::arch::arm::neon_blocks::install(true, &mut k.dot, &mut k.dot4, &mut k.tile4);
+            crate::arch::arm::neon_kquants::install(true, &mut k.dot, &mut k.dot4, &mut k.tile4);
+        }
         _ => {}
+    }
+    // The repacked-weight order is what llama.cpp's x86 build runs; its ARM build repacks in
+    // orders of its own, and parity on ARM has tolerances anyway. Without a vector kernel in that
+    // order here it would run scalar, so ARM paths keep their vector dots for all weights.
+    #[cfg(target_arch = "aarch64")]
+    if matches!(path, KernelPath::Neon | KernelPath::Dotprod) {
+        k.dot_rows8 = [None; NT];
     }
     // ARM's tinyBLAS order is not x86's (parity there has tolerances): batched F32 products use
     // the vector dot rather than the scalar statement of the x86 order.

@@ -35,6 +35,24 @@ pub(crate) type Tile16Fn = TileFn<16, 8>;
 /// Four weight rows by up to two activation rows.
 pub(crate) type Tile4Fn = TileFn<4, 2>;
 
+/// The blocks per row of a tile call, after checking that `rows` weight rows and `nt` (1..=max)
+/// activation rows of that many blocks lie inside the slices: the kernels' reads rely on it.
+pub(crate) fn tile_blocks(
+    (w, w_row, rows, wb): (&[u8], usize, usize, usize),
+    (a, a_row, nt, max, ab): (&[u8], usize, usize, usize, usize),
+) -> usize {
+    let nb = a_row / ab;
+    assert!(
+        (1..=max).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * ab,
+        "tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
+    );
+    assert!(
+        w.len() >= (rows - 1) * w_row + nb * wb,
+        "tile: {rows} weight rows of {nb} blocks do not fit the weight slice"
+    );
+    nb
+}
+
 /// Dot product of `n` elements: weight row `w` of type `wty` and activation row `a` of type
 /// `wty.vec_dot_type()`.
 ///

@@ -1,4 +1,5 @@
-//! aarch64 NEON dot products for F32, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K, in two flavours:
+//! aarch64 NEON dot products for F32, Q4_K and Q6_K (the 32-element block formats are in
+//! `neon_blocks`), and the pieces those share, in two flavours:
 //! plain NEON (widening multiplies, pairwise adds) and dotprod (`sdot`, ARMv8.2). One generic
 //! body per format, instantiated for each flavour inside a function compiled with its features.
 //!
@@ -6,21 +7,17 @@
 //! detecting neon (and dotprod); the safe wrappers rely on that.
 
 use crate::dot::VecDotFn;
-use crate::formats::{
-    GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS,
-    Q4_K_SCALES, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, Q6_K_QL, Q6_K_SCALES,
-    Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_1_S, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
-};
-use crate::quant::{f16_at, f32_at, scale_min_k4};
+use crate::formats::GgmlType;
+use crate::quant::f32_at;
 use std::arch::aarch64::*;
 
 /// Signed 8-bit dot product of 16 lanes, accumulated into 4 i32 lanes.
-trait I8Dot {
+pub(super) trait I8Dot {
     unsafe fn dot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t;
 }
 
-struct Plain;
-struct Sdot;
+pub(super) struct Plain;
+pub(super) struct Sdot;
 
 impl I8Dot for Plain {
     #[inline(always)]
@@ -62,55 +59,11 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// Overrides table entries with the plain NEON kernels.
 pub(crate) fn install_neon(dot: &mut [VecDotFn; 11]) {
     dot[GgmlType::F32.index()] = dot_f32;
-    dot[GgmlType::Q4_0.index()] = n_q4_0;
-    dot[GgmlType::Q4_1.index()] = n_q4_1;
-    dot[GgmlType::Q5_0.index()] = n_q5_0;
-    dot[GgmlType::Q8_0.index()] = n_q8_0;
-    dot[GgmlType::Q4K.index()] = n_q4_k;
-    dot[GgmlType::Q6K.index()] = n_q6_k;
 }
 
 /// Overrides table entries with the dotprod kernels (F32 stays plain NEON).
 pub(crate) fn install_dotprod(dot: &mut [VecDotFn; 11]) {
     dot[GgmlType::F32.index()] = dot_f32;
-    dot[GgmlType::Q4_0.index()] = d_q4_0;
-    dot[GgmlType::Q4_1.index()] = d_q4_1;
-    dot[GgmlType::Q5_0.index()] = d_q5_0;
-    dot[GgmlType::Q8_0.index()] = d_q8_0;
-    dot[GgmlType::Q4K.index()] = d_q4_k;
-    dot[GgmlType::Q6K.index()] = d_q6_k;
-}
-
-macro_rules! flavours {
-    ($($generic:ident => $plain:ident, $dotp:ident;)*) => {$(
-        fn $plain(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            #[target_feature(enable = "neon")]
-            unsafe fn imp(n: usize, w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: see the wrapper.
-                unsafe { $generic::<Plain>(n, w, a) }
-            }
-            // SAFETY: installed only after neon was detected.
-            unsafe { imp(n, w, a) }
-        }
-        fn $dotp(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            #[target_feature(enable = "neon,dotprod")]
-            unsafe fn imp(n: usize, w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: see the wrapper.
-                unsafe { $generic::<Sdot>(n, w, a) }
-            }
-            // SAFETY: installed only after neon and dotprod were detected.
-            unsafe { imp(n, w, a) }
-        }
-    )*};
-}
-
-flavours! {
-    q4_0 => n_q4_0, d_q4_0;
-    q4_1 => n_q4_1, d_q4_1;
-    q5_0 => n_q5_0, d_q5_0;
-    q8_0 => n_q8_0, d_q8_0;
-    q4_k => n_q4_k, d_q4_k;
-    q6_k => n_q6_k, d_q6_k;
 }
 
 fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -152,21 +105,21 @@ unsafe fn dot_f32_impl(_n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 /// 16 bytes at the start of `p`.
 #[inline(always)]
-unsafe fn ld(p: &[u8]) -> uint8x16_t {
+pub(super) unsafe fn ld(p: &[u8]) -> uint8x16_t {
     debug_assert!(p.len() >= 16);
     // SAFETY: callers pass slices of at least 16 bytes; vld1q has no alignment requirement.
     unsafe { vld1q_u8(p.as_ptr()) }
 }
 
 #[inline(always)]
-unsafe fn lds(p: &[u8]) -> int8x16_t {
+pub(super) unsafe fn lds(p: &[u8]) -> int8x16_t {
     // SAFETY: as `ld`.
     unsafe { vreinterpretq_s8_u8(ld(p)) }
 }
 
 /// Low and high nibbles of 16 bytes, as signed bytes minus `off`.
 #[inline(always)]
-unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
+pub(super) unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
     // SAFETY: callers pass slices of at least 16 bytes.
     unsafe {
         let b = ld(p);
@@ -178,173 +131,12 @@ unsafe fn nibbles(p: &[u8], off: i8) -> (int8x16_t, int8x16_t) {
 }
 
 #[inline(always)]
-unsafe fn q4_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: every load reads inside one block: 16 nibble bytes at QS of a Q4_0 block, 32 quants
-    // at QS of a Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q4_0_QS..], 8);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
-                hi,
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
-    }
-}
-
-#[inline(always)]
-unsafe fn q4_1<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at QS of each Q4_1 block, 32 quants at QS of each Q8_1 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        let mut mins = 0.0f32;
-        for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q4_1_QS..], 0);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_1_QS..])),
-                hi,
-                lds(&y[Q8_1_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-            mins += f16_at(&x[Q4_1_M..]) * f16_at(&y[Q8_1_S..]);
-        }
-        vaddvq_f32(acc) + mins
-    }
-}
-
-/// Bytes 0x10 where bits of `b0` (lanes 0..8) and `b1` (lanes 8..16) are set.
-#[inline(always)]
-unsafe fn bits16(b0: u8, b1: u8) -> int8x16_t {
+pub(super) unsafe fn bits16(b0: u8, b1: u8) -> int8x16_t {
     const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
     // SAFETY: BIT is 16 bytes; the rest is register arithmetic.
     unsafe {
         let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
         let set = vtstq_u8(v, vld1q_u8(BIT.as_ptr()));
         vreinterpretq_s8_u8(vandq_u8(set, vdupq_n_u8(0x10)))
-    }
-}
-
-#[inline(always)]
-unsafe fn q5_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 16 nibble bytes at QS of each Q5_0 block, 32 quants at QS of each Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        let sixteen = vdupq_n_s8(16);
-        for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let (lo, hi) = nibbles(&x[Q5_0_QS..], 0);
-            let qh = &x[Q5_0_QH..];
-            let lo = vsubq_s8(vorrq_s8(lo, bits16(qh[0], qh[1])), sixteen);
-            let hi = vsubq_s8(vorrq_s8(hi, bits16(qh[2], qh[3])), sixteen);
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lo, lds(&y[Q8_0_QS..])),
-                hi,
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
-    }
-}
-
-#[inline(always)]
-unsafe fn q8_0<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: 32 quants at QS of each Q8_0 block.
-    unsafe {
-        let mut acc = vdupq_n_f32(0.0);
-        for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
-            let s = D::dot(
-                D::dot(vdupq_n_s32(0), lds(&x[Q8_0_QS..]), lds(&y[Q8_0_QS..])),
-                lds(&x[Q8_0_QS + 16..]),
-                lds(&y[Q8_0_QS + 16..]),
-            );
-            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), f16_at(x) * f16_at(y));
-        }
-        vaddvq_f32(acc)
-    }
-}
-
-#[inline(always)]
-fn bsum(y: &[u8], k: usize) -> i32 {
-    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * k], y[Q8_K_BSUMS + 2 * k + 1]]) as i32
-}
-
-#[inline(always)]
-unsafe fn q4_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: quant bytes QS.. of each Q4_K block, activation quants QS..BSUMS of each Q8_K
-    // block; every 16-byte load starts at least 16 bytes before those ends.
-    unsafe {
-        let mut sumf = 0.0f32;
-        for (x, y) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
-            let mut sumi = 0i32;
-            let mut summ = 0i32;
-            for c in 0..4 {
-                let scales = &x[Q4_K_SCALES..Q4_K_QS];
-                let (sc0, m0) = scale_min_k4(2 * c, scales);
-                let (sc1, m1) = scale_min_k4(2 * c + 1, scales);
-                summ += m0 as i32 * (bsum(y, 4 * c) + bsum(y, 4 * c + 1))
-                    + m1 as i32 * (bsum(y, 4 * c + 2) + bsum(y, 4 * c + 3));
-                let q = Q4_K_QS + 32 * c;
-                let yq = Q8_K_QS + 64 * c;
-                let (lo0, hi0) = nibbles(&x[q..], 0);
-                let (lo1, hi1) = nibbles(&x[q + 16..], 0);
-                let s0 = D::dot(
-                    D::dot(vdupq_n_s32(0), lo0, lds(&y[yq..])),
-                    lo1,
-                    lds(&y[yq + 16..]),
-                );
-                let s1 = D::dot(
-                    D::dot(vdupq_n_s32(0), hi0, lds(&y[yq + 32..])),
-                    hi1,
-                    lds(&y[yq + 48..]),
-                );
-                sumi += sc0 as i32 * vaddvq_s32(s0) + sc1 as i32 * vaddvq_s32(s1);
-            }
-            let dy = f32_at(y);
-            sumf += f16_at(x) * dy * sumi as f32 - f16_at(&x[Q4_K_DMIN..]) * dy * summ as f32;
-        }
-        sumf
-    }
-}
-
-#[inline(always)]
-unsafe fn q6_k<D: I8Dot>(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: ql at QL..QH, qh at QH..SCALES of each Q6_K block; activation quants QS..BSUMS of
-    // each Q8_K block; every 16-byte load lies inside those ranges.
-    unsafe {
-        let mut sumf = 0.0f32;
-        let m4 = vdupq_n_u8(0x0f);
-        let m3 = vdupq_n_u8(0x03);
-        let off = vdupq_n_s8(32);
-        for (x, y) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
-            let mut sumi = 0i32;
-            for h in 0..2 {
-                // Two 16-element groups per 32 lanes of l: g = 0 for l < 16, 1 for l >= 16.
-                for g in 0..2 {
-                    let l = 16 * g;
-                    let ql0 = ld(&x[Q6_K_QL + 64 * h + l..]);
-                    let ql1 = ld(&x[Q6_K_QL + 64 * h + 32 + l..]);
-                    let qh = ld(&x[Q6_K_QH + 32 * h + l..]);
-                    let hb = |s: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(s, m3));
-                    let q = [
-                        vorrq_u8(vandq_u8(ql0, m4), hb(qh)),
-                        vorrq_u8(vandq_u8(ql1, m4), hb(vshrq_n_u8::<2>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql0), hb(vshrq_n_u8::<4>(qh))),
-                        vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
-                    ];
-                    for (k, &qk) in q.iter().enumerate() {
-                        let qs = vsubq_s8(vreinterpretq_s8_u8(qk), off);
-                        let yk = lds(&y[Q8_K_QS + 128 * h + 32 * k + l..]);
-                        let s = vaddvq_s32(D::dot(vdupq_n_s32(0), qs, yk));
-                        sumi += (x[Q6_K_SCALES + 8 * h + 2 * k + g] as i8) as i32 * s;
-                    }
-                }
-            }
-            sumf += f16_at(&x[Q6_K_D..]) * f32_at(y) * sumi as f32;
-        }
-        sumf
     }
 }

@@ -24,7 +24,7 @@
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
 
 use super::avx2::rows_ahead;
-use super::tile::tile_blocks;
+use crate::dot::tile_blocks;
 use crate::dot::{Gemv16Fn, Tile16Fn};
 use crate::formats::{
     GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_QS, Q4_K_SCALES, Q8_0_BYTES, Q8_0_QS,

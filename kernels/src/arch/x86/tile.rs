@@ -16,7 +16,7 @@
 use super::avx2::{
     dot_i8, dot_u8_i8, hsum_ps, nibbles, prep_q4_0, prep_q4_1, prep_q5_0, prep_q8_0, rows_ahead,
 };
-use crate::dot::{Tile4Fn, Tile8Fn};
+use crate::dot::{tile_blocks, Tile4Fn, Tile8Fn};
 use crate::formats::{
     GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q5_0_BYTES, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES,
     Q8_1_QS, Q8_1_S,
@@ -40,24 +40,6 @@ pub(crate) fn install(
 fn tile8_q4_0(w: &[u8], w_row: usize, a: &[u8], a_row: usize, nt: usize) -> [[f32; 8]; 4] {
     // SAFETY: only installed by dispatch after avx2, fma and f16c were detected.
     unsafe { tile8_q4_0_impl(w, w_row, a, a_row, nt) }
-}
-
-/// The blocks per row of a tile call, after checking that `rows` weight rows and `nt` (1..=max)
-/// activation rows of that many blocks lie inside the slices: the kernels' reads rely on it.
-pub(super) fn tile_blocks(
-    (w, w_row, rows, wb): (&[u8], usize, usize, usize),
-    (a, a_row, nt, max, ab): (&[u8], usize, usize, usize, usize),
-) -> usize {
-    let nb = a_row / ab;
-    assert!(
-        (1..=max).contains(&nt) && a.len() >= (nt - 1) * a_row + nb * ab,
-        "tile: {nt} activation rows of {nb} blocks do not fit the activation slice"
-    );
-    assert!(
-        w.len() >= (rows - 1) * w_row + nb * wb,
-        "tile: {rows} weight rows of {nb} blocks do not fit the weight slice"
-    );
-    nb
 }
 
 /// Eight i32 vectors summed across their lanes, vector r's sum in lane r (exact).

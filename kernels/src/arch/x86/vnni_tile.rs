@@ -14,7 +14,7 @@
 //! avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c.
 
 use super::avx2::{hsum_ps, nibbles, rows_ahead};
-use super::tile::tile_blocks;
+use crate::dot::tile_blocks;
 use crate::dot::{Tile4Fn, Tile8Fn};
 use crate::formats::{
     GgmlType, Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_M, Q4_1_QS, Q5_0_BYTES, Q5_0_QH, Q5_0_QS,
