@@ -30,6 +30,7 @@
 # worst case (below 1.00, lckv executes fewer instructions). Raw numbers: JSON lines in
 # target/arm-side-by-side/runs.jsonl (one per run) and ratios.jsonl (one per table row).
 #
+# --table-only: prints the table of the runs already in runs.jsonl (no builds, no runs).
 # --smoke: SmolLM2 on the A76 only, prompts of 8 and 16 tokens, 2 and 4 generated (checks that
 # the whole chain works; its ratios mean little).
 #
@@ -48,11 +49,13 @@ cd "$repo"
 source "$repo/scripts/llama_cpp_sdist.sh"
 
 smoke=0
+table_only=0
 keys=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+    --table-only) table_only=1 ;;
+    -h | --help) sed -n "2,50p" "$0"; exit 0 ;;
     -*) echo "arm_side_by_side: unknown option '$arg'" >&2; exit 2 ;;
     *) keys+=("$arg") ;;
   esac
@@ -86,6 +89,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Tools
+if [[ $table_only == 0 ]]; then
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in qemu-user gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross cmake \
@@ -302,6 +306,7 @@ printf '%s\n' "${specs[@]}" | sort -t' ' -k3,3r -s |
 }
 t_ran=$(now)
 log "builds $((t_built - t_start)) s, runs $((t_ran - t_built)) s; raw numbers in $out/runs.jsonl, $out/ratios.jsonl"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Table
