@@ -31,8 +31,9 @@
 # target/arm-side-by-side/runs.jsonl (one per run) and ratios.jsonl (one per table row).
 #
 # --table-only: prints the table of the runs already in runs.jsonl (no builds, no runs).
-# --smoke: SmolLM2 on the A76 only, prompts of 8 and 16 tokens, 2 and 4 generated (checks that
-# the whole chain works; its ratios mean little).
+# --smoke: SmolLM2 on the A76 only (or the cores of LCKV_ARM_CORES), prompts of 8 and 16 tokens,
+# 2 and 4 generated: checks that the whole chain works (under a minute once the builds are
+# cached; the first run builds llama.cpp, tens of minutes on 2 cores).
 #
 # Builds are cached under ${LCKV_SDIST_CACHE:-~/.cache/lckv}: the plugin per QEMU version,
 # llama.cpp per sdist version and flags; lckv is rebuilt by cargo (incremental) and copied to
@@ -83,7 +84,7 @@ EOF
 }
 cores="${LCKV_ARM_CORES:-a72 a76}"
 if [[ $smoke == 1 ]]; then
-  cores=a76
+  cores="${LCKV_ARM_CORES:-a76}"
   [[ ${#keys[@]} -gt 0 ]] || keys=(smollm2)
 fi
 
